@@ -1,0 +1,42 @@
+# Two commands set up a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-python lint format clean
+
+# Reinstalls only when pyproject.toml changes.
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The embedded default: SQLite in ./data, a generated development master key, and a
+# bootstrap API key printed on first start.
+run: install
+	mkdir -p data
+	$(BIN)/strongroom migrate
+	$(BIN)/strongroom serve --dev
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+# Python tests run on SQLite and on PostgreSQL (STRONGROOM_TEST_POSTGRES_URL, by default
+# postgresql://postgres@127.0.0.1:5432/postgres); under CI=true a missing server fails.
+test-python: install
+	$(BIN)/pytest
+
+test: lint test-python
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

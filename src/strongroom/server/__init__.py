@@ -1,0 +1,1 @@
+"""The strongroom server (install with ``pip install 'strongroom[server]'``)."""

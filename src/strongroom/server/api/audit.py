@@ -1,0 +1,54 @@
+"""Routes under ``/v1/audit``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from .. import audit
+from ..audit import Action, Caller
+from . import schemas
+from .deps import Services, authenticate, services
+from .schemas import error_responses
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get(
+    "",
+    response_model=schemas.AuditList,
+    responses=error_responses(401, 403, 422),
+    summary="The tenant's audit trail, newest first",
+)
+def list_audit(
+    caller: Annotated[Caller, Depends(authenticate)],
+    svc: Annotated[Services, Depends(services)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    secret: Annotated[str | None, Query(description="only events about this secret name")] = None,
+    action: Annotated[Action | None, Query(description="only events of this action")] = None,
+) -> dict[str, Any]:
+    page = audit.list_events(
+        svc.store, caller, limit=limit, offset=offset, secret_name=secret, action=action
+    )
+    return {
+        "items": [
+            {
+                "id": e.id,
+                "time": e.occurred_at,
+                "key_id": e.key_id,
+                "action": e.action,
+                "outcome": e.outcome,
+                "secret_name": e.secret_name,
+                "secret_id": e.secret_id,
+                "request_id": e.request_id,
+                "client_addr": e.client_addr,
+                "detail": e.detail,
+            }
+            for e in page.items
+        ],
+        "limit": limit,
+        "offset": offset,
+        "has_more": page.has_more,
+    }

@@ -1,0 +1,85 @@
+"""Request dependencies: the running services, and the caller behind the API key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from .. import audit
+from ..apikeys import format_problem, hash_api_key
+from ..audit import Action, Caller
+from ..crypto import Keyring
+from ..errors import Unauthorized
+from ..logs import request_id_var
+from ..secrets import SecretService
+from ..settings import Settings
+from ..storage import Store
+
+
+@dataclass
+class Services:
+    """What the routes need, built once per app."""
+
+    settings: Settings
+    store: Store
+    keyring: Keyring
+    secrets: SecretService
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def _client_addr(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def _refuse(
+    request: Request, reason: str, *, tenant_id: str | None = None, key_id: str | None = None
+) -> Unauthorized:
+    audit.record_alone(
+        services(request).store,
+        audit.event(
+            None,
+            Action.AUTHENTICATE,
+            "unauthorized",
+            detail=reason,
+            tenant_id=tenant_id,
+            key_id=key_id,
+            request_id=request_id_var.get(),
+            client_addr=_client_addr(request),
+        ),
+    )
+    return Unauthorized(reason, headers={"WWW-Authenticate": 'Bearer realm="strongroom"'})
+
+
+def authenticate(request: Request) -> Caller:
+    """The caller an ``Authorization: Bearer <key>`` header names, or 401."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise _refuse(request, "missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise _refuse(request, "the Authorization header must be 'Bearer <key>'")
+    problem = format_problem(key)
+    if problem is not None:
+        raise _refuse(request, problem)
+    with services(request).store.read() as tx:
+        record = tx.api_key_by_hash(hash_api_key(key))
+    if record is None:
+        raise _refuse(request, "API key is not recognised")
+    if record.revoked_at is not None:
+        raise _refuse(
+            request, "API key has been revoked", tenant_id=record.tenant_id, key_id=record.id
+        )
+    return Caller(
+        tenant_id=record.tenant_id,
+        tenant_name=record.tenant_name,
+        key_id=record.id,
+        scopes=record.scopes,
+        request_id=request_id_var.get(),
+        client_addr=_client_addr(request),
+    )

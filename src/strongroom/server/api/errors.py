@@ -1,0 +1,124 @@
+"""Every error leaves the server as the contract's envelope, framework errors included."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import (
+    Detail,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceError,
+    Unavailable,
+    ValidationFailed,
+)
+from ..logs import request_id_var
+from ..storage import StorageUnavailable
+
+log = logging.getLogger("strongroom.api")
+
+
+def error_response(error: ServiceError) -> JSONResponse:
+    body = {
+        "error": {
+            "code": error.code,
+            "message": error.message,
+            "request_id": request_id_var.get(),
+            "details": [{"location": d.location, "message": d.message} for d in error.details],
+        }
+    }
+    return JSONResponse(body, status_code=error.status, headers=error.headers or None)
+
+
+def location(loc: Sequence[int | str]) -> str:
+    """``("body", "steps", 0, "kind")`` -> ``body.steps[0].kind``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "body"
+
+
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "model_type"}
+
+
+def _message(error: dict[str, Any]) -> str:
+    if error.get("type") == "json_invalid":
+        return "request body is not valid JSON"
+    if tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
+        return "request body must be a JSON object (sent as Content-Type: application/json)"
+    message = str(error.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
+    """Pydantic's errors as details. Only locations and messages: never the input."""
+    details = []
+    for error in errors:
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            loc = ("body",)
+        details.append(Detail(location(loc), _message(error)))
+    first = details[0] if details else Detail("body", "invalid request")
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return ValidationFailed(f"{first.location}: {first.message}{more}", details)
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(validation_failed(exc.errors()))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    error: ServiceError
+    if exc.status_code == 404:
+        error = NotFound(f"no route {request.method} {request.url.path}")
+    elif exc.status_code == 405:
+        allowed = headers.get("allow", headers.get("Allow", ""))
+        error = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+            headers=headers,
+        )
+    elif exc.status_code == 413:
+        error = PayloadTooLarge("request body is too large")
+    else:
+        error = ServiceError(str(exc.detail), headers=headers)
+        error.status = exc.status_code
+    return error_response(error)
+
+
+async def _storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable: %s", exc)
+    return error_response(
+        Unavailable("the database is unavailable; try again", headers={"Retry-After": "1"})
+    )
+
+
+def unexpected_error(exc: BaseException) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(InternalError("internal error; the request id identifies it in the logs"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)

@@ -1,0 +1,62 @@
+"""The ASGI application and the start-up sequence that opens, migrates and unseals."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from .. import __version__
+from .api import audit as audit_routes
+from .api import health
+from .api import secrets as secret_routes
+from .api.deps import Services
+from .api.errors import install_error_handlers
+from .api.middleware import BodyLimit, RequestContext
+from .crypto import Keyring, load_master_key
+from .secrets import SecretService
+from .settings import Settings
+from .storage import Store, open_store
+
+log = logging.getLogger("strongroom.server")
+
+
+def open_services(settings: Settings, *, master_key: bytes | None = None) -> Services:
+    """Open the database, apply migrations, and unseal the keyring with the master key.
+
+    Raises :class:`~strongroom.server.crypto.MasterKeyError` or
+    :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served.
+    """
+    if master_key is None:
+        master_key = load_master_key(
+            settings.master_key.get_secret_value() if settings.master_key else None,
+            settings.master_key_file,
+        )
+    store: Store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        store.migrate()
+        keyring = Keyring(master_key, store)
+        keyring.unseal()
+    except BaseException:
+        store.close()
+        raise
+    return Services(settings, store, keyring, SecretService(store, keyring))
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="strongroom",
+        version=__version__,
+        description="Self-hosted secrets service for automation.",
+        # A JSON API: a body without a Content-Type is read as JSON too.
+        strict_content_type=False,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(secret_routes.router)
+    app.include_router(audit_routes.router)
+    # Added last runs first: the request id exists before the body is counted.
+    app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
+    app.add_middleware(RequestContext)
+    return app

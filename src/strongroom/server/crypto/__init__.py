@@ -1,0 +1,14 @@
+"""Encryption at rest: master key, keyring of KEKs, AES-256-GCM envelopes, rotation."""
+
+from .envelope import IntegrityFailure
+from .keyring import Keyring, WrongMasterKey
+from .masterkey import MasterKeyError, generate_master_key, load_master_key
+
+__all__ = [
+    "IntegrityFailure",
+    "Keyring",
+    "MasterKeyError",
+    "WrongMasterKey",
+    "generate_master_key",
+    "load_master_key",
+]

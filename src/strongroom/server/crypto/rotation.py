@@ -1,0 +1,66 @@
+"""KEK rotation: add a new active KEK, rewrap every data key under it, retire the rest.
+
+Each batch commits on its own and swaps a version's (KEK id, wrapped DEK) pair in one
+row update, so a crash leaves every version readable under a KEK still in the keyring.
+Running the rotation again resumes the unfinished one instead of adding another KEK.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..storage.base import Store
+from .keyring import Keyring
+
+
+@dataclass(frozen=True)
+class RotationReport:
+    active_kek_id: int
+    resumed: bool
+    rewrapped: int
+    retired_kek_ids: list[int]
+
+
+def rotate(
+    store: Store,
+    keyring: Keyring,
+    *,
+    batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
+) -> RotationReport:
+    """Rotate to a new KEK, or finish a rotation that was interrupted."""
+    now = dt.datetime.now(dt.UTC)
+    with store.write() as tx:
+        entries = tx.keyring_entries()
+        resumed = any(e.state == "draining" for e in entries)
+        if not resumed:
+            new_id = max(e.id for e in entries) + 1
+            for entry in entries:
+                if entry.state == "active":
+                    tx.set_keyring_state(entry.id, "draining")
+            tx.insert_keyring_entry(keyring.new_entry(new_id, "active", now))
+    keyring.reload()
+
+    rewrapped = 0
+    while True:
+        with store.write() as tx:
+            active = tx.active_kek_id()
+            others = [e.id for e in tx.keyring_entries() if e.id != active]
+            batch = tx.versions_under_keks(others, batch_size) if others else []
+            if not batch:
+                retired = [e.id for e in tx.keyring_entries() if e.state == "draining"]
+                for kek_id in retired:
+                    tx.set_keyring_state(kek_id, "retired", dt.datetime.now(dt.UTC))
+                return RotationReport(active, resumed, rewrapped, retired)
+            for stored in batch:
+                tx.replace_wrapped_dek(
+                    stored.secret_id,
+                    stored.version,
+                    stored.sealed.kek_id,
+                    keyring.rewrap(stored, active),
+                )
+        rewrapped += len(batch)
+        if on_batch is not None:
+            on_batch(rewrapped)

@@ -1,0 +1,82 @@
+"""The errors the service raises on purpose, each with its wire code and status.
+
+Messages name things (a secret's name, a field, a version) and never hold a value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Detail:
+    location: str
+    message: str
+
+
+@dataclass
+class ServiceError(Exception):
+    message: str
+    details: list[Detail] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    code = "internal_error"
+    status = 500
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationFailed(ServiceError):
+    code = "validation_error"
+    status = 422
+
+
+class Unauthorized(ServiceError):
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+    status = 404
+
+
+class MethodNotAllowed(ServiceError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class Conflict(ServiceError):
+    code = "conflict"
+    status = 409
+
+
+class PreconditionFailed(ServiceError):
+    code = "precondition_failed"
+    status = 412
+
+
+class PayloadTooLarge(ServiceError):
+    code = "payload_too_large"
+    status = 413
+
+
+class RateLimited(ServiceError):
+    code = "rate_limited"
+    status = 429
+
+
+class InternalError(ServiceError):
+    code = "internal_error"
+    status = 500
+
+
+class Unavailable(ServiceError):
+    code = "unavailable"
+    status = 503

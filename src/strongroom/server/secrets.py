@@ -1,0 +1,329 @@
+"""The secrets service: the rules of the secret lifecycle, with encryption and audit.
+
+Routes call these methods with already-validated input. Each method runs in one write
+transaction that also records its audit event, so a change and its record commit together,
+and a value is never returned unless its read was recorded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from . import audit
+from .apikeys import grants
+from .audit import Action, Caller
+from .crypto import IntegrityFailure, Keyring
+from .errors import (
+    Conflict,
+    Forbidden,
+    InternalError,
+    NotFound,
+    PreconditionFailed,
+    ServiceError,
+)
+from .ids import new_id
+from .storage.base import NameTaken, Page, SecretRecord, Store, Transaction, VersionRecord
+
+log = logging.getLogger("strongroom.secrets")
+
+T = TypeVar("T")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+
+@dataclass(frozen=True)
+class RevealedSecret:
+    secret: SecretRecord
+    version: int
+    value: str
+
+    def __repr__(self) -> str:  # a repr in a traceback or debugger shows no value
+        return f"RevealedSecret(name={self.secret.name!r}, version={self.version})"
+
+
+@dataclass(frozen=True)
+class DeletedSecret:
+    id: str
+    name: str
+    deleted_at: dt.datetime
+
+
+def _not_found(name: str) -> NotFound:
+    return NotFound(f"secret {name!r} does not exist")
+
+
+class SecretService:
+    def __init__(self, store: Store, keyring: Keyring) -> None:
+        self.store = store
+        self.keyring = keyring
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _authorize(self, caller: Caller, scope: str, action: Action, name: str | None) -> None:
+        if not grants(caller.scopes, scope):
+            audit.record_alone(
+                self.store, audit.event(caller, action, "forbidden", secret_name=name)
+            )
+            raise Forbidden(f"this API key lacks the {scope!r} scope")
+
+    def _audited(
+        self, caller: Caller, action: Action, name: str | None, work: Callable[[], T]
+    ) -> T:
+        """Run ``work``; if it fails on purpose, record the failure on its own."""
+        try:
+            return work()
+        except ServiceError as error:
+            audit.record_alone(
+                self.store, audit.event(caller, action, error.code, secret_name=name)
+            )
+            raise
+
+    def _seal_version(
+        self, tx: Transaction, caller: Caller, secret: SecretRecord, value: str, at: dt.datetime
+    ) -> None:
+        stored = self.keyring.seal(tx, secret.tenant_id, secret.id, secret.version, value)
+        tx.insert_version(stored, at, caller.key_id)
+
+    # -- calls ----------------------------------------------------------------------------
+    def create(
+        self,
+        caller: Caller,
+        name: str,
+        value: str,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SecretRecord:
+        self._authorize(caller, "secrets:write", Action.CREATE, name)
+
+        def work() -> SecretRecord:
+            now = dt.datetime.now(dt.UTC)
+            secret = SecretRecord(
+                id=new_id(),
+                tenant_id=caller.tenant_id,
+                name=name,
+                description=description,
+                metadata=dict(metadata or {}),
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+            try:
+                with self.store.write() as tx:
+                    tx.insert_secret(secret)
+                    self._seal_version(tx, caller, secret, value, now)
+                    audit.record(
+                        tx,
+                        audit.event(
+                            caller, Action.CREATE, "success", secret_name=name, secret_id=secret.id
+                        ),
+                    )
+            except NameTaken:
+                raise Conflict(f"secret {name!r} already exists") from None
+            return secret
+
+        return self._audited(caller, Action.CREATE, name, work)
+
+    def get(self, caller: Caller, name: str, version: int | None = None) -> RevealedSecret:
+        self._authorize(caller, "secrets:read", Action.READ, name)
+        failure: ServiceError | None = None
+        revealed: RevealedSecret | None = None
+        with self.store.write() as tx:
+            secret = tx.secret_by_name(caller.tenant_id, name)
+            wanted = version if version is not None else (secret.version if secret else 0)
+            stored = tx.version(secret.id, wanted) if secret else None
+            if secret is None:
+                failure = _not_found(name)
+            elif stored is None:
+                failure = NotFound(f"secret {name!r} has no version {wanted}")
+            else:
+                try:
+                    revealed = RevealedSecret(secret, wanted, self.keyring.open(stored))
+                except IntegrityFailure:
+                    log.error(
+                        "stored ciphertext failed authentication",
+                        extra={"secret_id": secret.id, "version": wanted},
+                    )
+                    failure = InternalError(
+                        f"the stored ciphertext of secret {name!r} version {wanted} failed "
+                        "authentication: the database row was altered or copied from "
+                        "elsewhere, so the value cannot be trusted and is not returned"
+                    )
+            # The read is recorded in the transaction that read it: no record, no value.
+            audit.record(
+                tx,
+                audit.event(
+                    caller,
+                    Action.READ,
+                    failure.code if failure else "success",
+                    secret_name=name,
+                    secret_id=secret.id if secret else None,
+                    detail=f"version {wanted}" if secret else None,
+                ),
+            )
+        if failure is not None:
+            raise failure
+        assert revealed is not None
+        return revealed
+
+    def list_secrets(
+        self,
+        caller: Caller,
+        *,
+        limit: int,
+        offset: int,
+        metadata_filter: Mapping[str, Any] | None = None,
+    ) -> Page[SecretRecord]:
+        self._authorize(caller, "secrets:read", Action.LIST, None)
+        with self.store.read() as tx:
+            return tx.list_secrets(
+                caller.tenant_id, limit=limit, offset=offset, metadata_filter=metadata_filter
+            )
+
+    def versions(self, caller: Caller, name: str) -> list[VersionRecord]:
+        self._authorize(caller, "secrets:read", Action.VERSIONS, name)
+
+        def work() -> list[VersionRecord]:
+            with self.store.read() as tx:
+                secret = tx.secret_by_name(caller.tenant_id, name)
+                if secret is None:
+                    raise _not_found(name)
+                return tx.list_versions(secret.id)
+
+        return self._audited(caller, Action.VERSIONS, name, work)
+
+    def update(
+        self,
+        caller: Caller,
+        name: str,
+        *,
+        value: str | None = None,
+        description: str | None = UNSET,
+        metadata: Mapping[str, Any] = UNSET,
+        new_name: str | None = None,
+        expected_version: int | None = None,
+    ) -> SecretRecord:
+        """Change the given fields; a value makes a new version, ``new_name`` renames."""
+        action = Action.RENAME if new_name is not None and new_name != name else Action.UPDATE
+        self._authorize(caller, "secrets:write", action, name)
+
+        def work() -> SecretRecord:
+            now = dt.datetime.now(dt.UTC)
+            try:
+                with self.store.write() as tx:
+                    current = tx.secret_by_name(caller.tenant_id, name, for_update=True)
+                    if current is None:
+                        raise _not_found(name)
+                    if expected_version is not None and expected_version != current.version:
+                        raise PreconditionFailed(
+                            f"secret {name!r} is at version {current.version}, "
+                            f"not {expected_version}"
+                        )
+                    changed = replace(current, updated_at=now)
+                    fields = []
+                    if description is not UNSET:
+                        changed = replace(changed, description=description)
+                        fields.append("description")
+                    if metadata is not UNSET:
+                        changed = replace(changed, metadata=dict(metadata))
+                        fields.append("metadata")
+                    if value is not None:
+                        changed = replace(changed, version=current.version + 1)
+                        fields.append("value")
+                    if new_name is not None and new_name != name:
+                        changed = replace(changed, name=new_name)
+                    tx.update_secret(changed)
+                    if value is not None:
+                        self._seal_version(tx, caller, changed, value, now)
+                    if changed.name != name:
+                        audit.record(
+                            tx,
+                            audit.event(
+                                caller,
+                                Action.RENAME,
+                                "success",
+                                secret_name=changed.name,
+                                secret_id=current.id,
+                                detail=f"renamed from {name!r}",
+                            ),
+                        )
+                    if fields:
+                        audit.record(
+                            tx,
+                            audit.event(
+                                caller,
+                                Action.UPDATE,
+                                "success",
+                                secret_name=changed.name,
+                                secret_id=current.id,
+                                detail=f"changed {', '.join(fields)}; version {changed.version}",
+                            ),
+                        )
+            except NameTaken:
+                raise Conflict(f"secret {new_name!r} already exists") from None
+            return changed
+
+        return self._audited(caller, action, name, work)
+
+    def upsert(
+        self,
+        caller: Caller,
+        name: str,
+        value: str,
+        *,
+        description: str | None = UNSET,
+        metadata: Mapping[str, Any] = UNSET,
+    ) -> tuple[SecretRecord, bool]:
+        """Create the secret, or give it a new value; True when it was created.
+
+        Fields left out keep their values on an existing secret.
+        """
+        self._authorize(caller, "secrets:write", Action.UPDATE, name)
+        with self.store.read() as tx:
+            exists = tx.secret_by_name(caller.tenant_id, name) is not None
+        if not exists:
+            try:
+                created = self.create(
+                    caller,
+                    name,
+                    value,
+                    None if description is UNSET else description,
+                    None if metadata is UNSET else metadata,
+                )
+            except Conflict:
+                pass  # created concurrently since we looked: replace it instead
+            else:
+                return created, True
+        return (
+            self.update(caller, name, value=value, description=description, metadata=metadata),
+            False,
+        )
+
+    def delete(self, caller: Caller, name: str) -> DeletedSecret:
+        """Delete the secret and every version; the name is free at once."""
+        self._authorize(caller, "secrets:write", Action.DELETE, name)
+
+        def work() -> DeletedSecret:
+            now = dt.datetime.now(dt.UTC)
+            with self.store.write() as tx:
+                secret = tx.secret_by_name(caller.tenant_id, name, for_update=True)
+                if secret is None:
+                    raise _not_found(name)
+                tx.delete_secret(secret.id)
+                audit.record(
+                    tx,
+                    audit.event(
+                        caller, Action.DELETE, "success", secret_name=name, secret_id=secret.id
+                    ),
+                )
+            return DeletedSecret(secret.id, name, now)
+
+        return self._audited(caller, Action.DELETE, name, work)

@@ -1,0 +1,33 @@
+"""Server settings, read from ``STRONGROOM_*`` environment variables.
+
+Every field here must be documented in the README's settings table; a test checks it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_MASTER_KEY_FILE = Path("data/master.key")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///./data/strongroom.db",
+        description="sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
+    )
+    master_key: SecretStr | None = Field(None, description="base64 of 32 random bytes")
+    master_key_file: Path | None = Field(None, description="file holding the base64 master key")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body")
+    max_value_bytes: int = Field(64 * 1024, ge=1, description="largest secret value (UTF-8)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL", description="SQLite fsync policy: FULL survives power loss, NORMAL is faster"
+    )

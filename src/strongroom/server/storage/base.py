@@ -1,0 +1,265 @@
+"""The storage interface: domain verbs on a transaction, and the records they exchange.
+
+Storage never sees a plaintext secret value: it stores and returns ``Sealed`` ciphertext
+made by :mod:`strongroom.server.crypto`. Both backends (SQLite and PostgreSQL) implement
+this interface; the service layer speaks only to it, never to a dialect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+
+class StorageError(Exception):
+    """Base of the errors storage raises on purpose."""
+
+
+class NameTaken(StorageError):
+    """A unique name (secret or tenant) is already in use."""
+
+
+class StorageUnavailable(StorageError):
+    """The database could not be reached or refused the operation (disk full, read-only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    id: str
+    tenant_id: str
+    tenant_name: str
+    name: str | None
+    key_hash: str
+    hint: str
+    scopes: tuple[str, ...]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyringEntry:
+    id: int
+    wrapped_key: bytes
+    state: str  # "active", "draining" (being rewrapped away from) or "retired"
+    created_at: dt.datetime
+    retired_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """A value encrypted under a data key, and that data key wrapped under a KEK."""
+
+    kek_id: int
+    wrapped_dek: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None
+    metadata: dict[str, Any]
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    secret_id: str
+    version: int
+    created_at: dt.datetime
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One version's ciphertext with the identifiers its associated data binds to."""
+
+    tenant_id: str
+    secret_id: str
+    version: int
+    sealed: Sealed
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    occurred_at: dt.datetime
+    tenant_id: str | None
+    key_id: str | None
+    action: str
+    outcome: str
+    secret_name: str | None = None
+    secret_id: str | None = None
+    request_id: str | None = None
+    client_addr: str | None = None
+    detail: str | None = None
+    id: int | None = None
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool
+
+
+class Transaction(ABC):
+    """One database transaction; every storage verb runs inside one."""
+
+    # -- tenants and API keys -------------------------------------------------------------
+    @abstractmethod
+    def tenant_by_name(self, name: str) -> Tenant | None: ...
+
+    @abstractmethod
+    def insert_tenant(self, tenant: Tenant) -> None: ...
+
+    @abstractmethod
+    def insert_api_key(self, key: ApiKeyRecord) -> None: ...
+
+    @abstractmethod
+    def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    @abstractmethod
+    def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]: ...
+
+    @abstractmethod
+    def revoke_api_key(self, key_id: str, at: dt.datetime) -> bool:
+        """Mark a key revoked; False when no unrevoked key has that id."""
+
+    @abstractmethod
+    def count_api_keys(self) -> int: ...
+
+    # -- barrier and keyring --------------------------------------------------------------
+    @abstractmethod
+    def barrier_verifier(self) -> bytes | None: ...
+
+    @abstractmethod
+    def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None: ...
+
+    @abstractmethod
+    def keyring_entries(self) -> list[KeyringEntry]: ...
+
+    @abstractmethod
+    def insert_keyring_entry(self, entry: KeyringEntry) -> None: ...
+
+    @abstractmethod
+    def set_keyring_state(
+        self, kek_id: int, state: str, retired_at: dt.datetime | None = None
+    ) -> None: ...
+
+    @abstractmethod
+    def active_kek_id(self) -> int:
+        """The KEK new data keys are wrapped under, read inside this transaction."""
+
+    @abstractmethod
+    def versions_under_keks(self, kek_ids: list[int], limit: int) -> list[StoredVersion]:
+        """Up to ``limit`` versions whose data key is wrapped under one of ``kek_ids``."""
+
+    @abstractmethod
+    def count_versions_by_kek(self) -> dict[int, int]: ...
+
+    @abstractmethod
+    def replace_wrapped_dek(
+        self, secret_id: str, version: int, old_kek_id: int, new: Sealed
+    ) -> bool:
+        """Swap one version's wrapped data key, if it is still under ``old_kek_id``."""
+
+    # -- secrets --------------------------------------------------------------------------
+    @abstractmethod
+    def secret_by_name(
+        self, tenant_id: str, name: str, *, for_update: bool = False
+    ) -> SecretRecord | None: ...
+
+    @abstractmethod
+    def insert_secret(self, secret: SecretRecord) -> None:
+        """Raises :class:`NameTaken` when the tenant already has a secret of that name."""
+
+    @abstractmethod
+    def update_secret(self, secret: SecretRecord) -> None:
+        """Write every field of ``secret`` (found by id); raises :class:`NameTaken`."""
+
+    @abstractmethod
+    def delete_secret(self, secret_id: str) -> None: ...
+
+    @abstractmethod
+    def list_secrets(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        offset: int,
+        metadata_filter: Mapping[str, Any] | None = None,
+    ) -> Page[SecretRecord]: ...
+
+    @abstractmethod
+    def insert_version(
+        self, stored: StoredVersion, at: dt.datetime, created_by: str | None
+    ) -> None: ...
+
+    @abstractmethod
+    def version(self, secret_id: str, version: int) -> StoredVersion | None: ...
+
+    @abstractmethod
+    def list_versions(self, secret_id: str) -> list[VersionRecord]: ...
+
+    # -- audit ----------------------------------------------------------------------------
+    @abstractmethod
+    def insert_audit_event(self, event: AuditEvent) -> None: ...
+
+    @abstractmethod
+    def list_audit_events(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        offset: int,
+        secret_name: str | None = None,
+        action: str | None = None,
+    ) -> Page[AuditEvent]: ...
+
+
+class Store(ABC):
+    """A database holding strongroom's state."""
+
+    dialect: str
+
+    @abstractmethod
+    def read(self) -> AbstractContextManager[Transaction]:
+        """A transaction that only reads."""
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Transaction]:
+        """A transaction that writes; it takes the write lock at its start."""
+
+    @abstractmethod
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration (safe to run concurrently)."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`StorageUnavailable` unless the database answers."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,37 @@
+"""PostgreSQL backend: the scale-out store (psycopg 3)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .sql import SQLStore
+
+_UNIQUE_VIOLATION = "23505"
+_MIGRATION_LOCK = 0x5354524F4E47  # "STRONG"
+
+
+class PostgresStore(SQLStore):
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        engine = sa.create_engine(
+            _driver_url(url),
+            pool_size=pool_size,
+            max_overflow=20,
+            pool_pre_ping=True,
+        )
+        super().__init__(engine)
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        # Servers starting together on one database migrate one at a time.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+    def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
+        return getattr(exc.orig, "sqlstate", None) == _UNIQUE_VIOLATION
+
+
+def _driver_url(url: str) -> str:
+    """Accept the libpq spelling (``postgresql://``) and pin the psycopg 3 driver."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError("not a PostgreSQL URL")

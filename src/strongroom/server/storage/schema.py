@@ -1,0 +1,146 @@
+"""Table definitions shared by both storage backends.
+
+Migrations under ``migrations/versions`` are the source of truth for what the database
+holds; ``tests/test_migrations.py`` checks that these definitions and the migrated schema
+agree, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# Names sort by code point on both backends: PostgreSQL's default collation would order
+# "Zeta" and "alpha" differently from SQLite.
+Name = sa.String(128).with_variant(sa.String(128, collation="C"), "postgresql")
+Id = sa.String(36)
+AuditId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite keeps no offset)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", Name, nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("scopes", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+# The barrier: one row whose ciphertext only the right master key opens.
+barrier = sa.Table(
+    "barrier",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("verifier", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# Key-encryption keys, each stored wrapped by the master key.
+keyring = sa.Table(
+    "keyring",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("retired_at", UTCDateTime(), nullable=True),
+)
+
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", Name, nullable=False),
+    sa.Column("description", sa.Text(), nullable=True),
+    sa.Column("metadata_json", sa.Text(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", name="uq_secrets_tenant_name"),
+)
+
+secret_versions = sa.Table(
+    "secret_versions",
+    metadata,
+    sa.Column("secret_id", Id, sa.ForeignKey("secrets.id"), primary_key=True),
+    sa.Column("version", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("tenant_id", Id, nullable=False),
+    sa.Column("kek_id", sa.Integer(), nullable=False),
+    sa.Column("wrapped_dek", sa.LargeBinary(), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", Id, nullable=True),
+    sa.Index("ix_secret_versions_kek", "kek_id"),
+)
+
+# One row per top-level metadata entry, keyed by a hash of (key, canonical JSON value), so
+# a containment filter walks an index in name order instead of scanning every secret.
+secret_metadata_entries = sa.Table(
+    "secret_metadata_entries",
+    metadata,
+    sa.Column("secret_id", Id, sa.ForeignKey("secrets.id"), primary_key=True),
+    sa.Column("entry_hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column("tenant_id", Id, nullable=False),
+    sa.Column("name", Name, nullable=False),
+    sa.Index("ix_secret_metadata_lookup", "tenant_id", "entry_hash", "name"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", AuditId, primary_key=True, autoincrement=True),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("tenant_id", Id, nullable=True),
+    sa.Column("key_id", Id, nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("secret_name", Name, nullable=True),
+    sa.Column("secret_id", Id, nullable=True),
+    sa.Column("request_id", sa.String(128), nullable=True),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("client_addr", sa.String(64), nullable=True),
+    sa.Column("detail", sa.Text(), nullable=True),
+    sa.Index("ix_audit_tenant", "tenant_id", "id"),
+    sa.Index("ix_audit_tenant_secret", "tenant_id", "secret_name", "id"),
+    sa.Index("ix_audit_tenant_action", "tenant_id", "action", "id"),
+)

@@ -1,0 +1,478 @@
+"""The SQLAlchemy Core implementation of the storage interface, shared by both backends.
+
+Everything here is portable SQL; what differs between SQLite and PostgreSQL (engine
+set-up, how a write transaction takes its lock, how a unique violation is recognised)
+lives in :mod:`.sqlite` and :mod:`.postgres`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from . import schema as t
+from .base import (
+    ApiKeyRecord,
+    AuditEvent,
+    KeyringEntry,
+    NameTaken,
+    Page,
+    Sealed,
+    SecretRecord,
+    StorageUnavailable,
+    Store,
+    StoredVersion,
+    Tenant,
+    Transaction,
+    VersionRecord,
+)
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per JSON value, so equal values hash alike."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def metadata_entry_hash(key: str, value: Any) -> bytes:
+    return hashlib.sha256(key.encode() + b"\x00" + canonical_json(value).encode()).digest()
+
+
+def _secret(row: Row[Any]) -> SecretRecord:
+    return SecretRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        description=row.description,
+        metadata=json.loads(row.metadata_json),
+        version=row.version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _api_key(row: Row[Any]) -> ApiKeyRecord:
+    return ApiKeyRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        tenant_name=row.tenant_name,
+        name=row.name,
+        key_hash=row.key_hash,
+        hint=row.hint,
+        scopes=tuple(json.loads(row.scopes)),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _stored_version(row: Row[Any]) -> StoredVersion:
+    return StoredVersion(
+        tenant_id=row.tenant_id,
+        secret_id=row.secret_id,
+        version=row.version,
+        sealed=Sealed(
+            kek_id=row.kek_id, wrapped_dek=bytes(row.wrapped_dek), ciphertext=bytes(row.ciphertext)
+        ),
+    )
+
+
+_API_KEY_COLUMNS = (*t.api_keys.c, t.tenants.c.name.label("tenant_name"))
+_API_KEY_FROM = t.api_keys.join(t.tenants, t.tenants.c.id == t.api_keys.c.tenant_id)
+
+
+class SQLTransaction(Transaction):
+    def __init__(self, conn: Connection, store: SQLStore) -> None:
+        self.conn = conn
+        self.store = store
+
+    def _one(self, stmt: sa.Executable) -> Row[Any] | None:
+        return self.conn.execute(stmt).first()
+
+    # -- tenants and API keys -------------------------------------------------------------
+    def tenant_by_name(self, name: str) -> Tenant | None:
+        row = self._one(sa.select(t.tenants).where(t.tenants.c.name == name))
+        return Tenant(row.id, row.name, row.created_at) if row else None
+
+    def insert_tenant(self, tenant: Tenant) -> None:
+        with self.store.unique_violation_as_name_taken():
+            self.conn.execute(
+                t.tenants.insert().values(
+                    id=tenant.id, name=tenant.name, created_at=tenant.created_at
+                )
+            )
+
+    def insert_api_key(self, key: ApiKeyRecord) -> None:
+        self.conn.execute(
+            t.api_keys.insert().values(
+                id=key.id,
+                tenant_id=key.tenant_id,
+                name=key.name,
+                key_hash=key.key_hash,
+                hint=key.hint,
+                scopes=json.dumps(list(key.scopes)),
+                created_at=key.created_at,
+                revoked_at=key.revoked_at,
+            )
+        )
+
+    def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        stmt = (
+            sa.select(*_API_KEY_COLUMNS)
+            .select_from(_API_KEY_FROM)
+            .where(t.api_keys.c.key_hash == key_hash)
+        )
+        row = self._one(stmt)
+        return _api_key(row) if row else None
+
+    def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
+        stmt = sa.select(*_API_KEY_COLUMNS).select_from(_API_KEY_FROM)
+        if tenant_id is not None:
+            stmt = stmt.where(t.api_keys.c.tenant_id == tenant_id)
+        stmt = stmt.order_by(t.tenants.c.name, t.api_keys.c.created_at, t.api_keys.c.id)
+        return [_api_key(row) for row in self.conn.execute(stmt)]
+
+    def revoke_api_key(self, key_id: str, at: dt.datetime) -> bool:
+        result = self.conn.execute(
+            t.api_keys.update()
+            .where(t.api_keys.c.id == key_id, t.api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return result.rowcount == 1
+
+    def count_api_keys(self) -> int:
+        return int(
+            self.conn.execute(sa.select(sa.func.count()).select_from(t.api_keys)).scalar_one()
+        )
+
+    # -- barrier and keyring --------------------------------------------------------------
+    def barrier_verifier(self) -> bytes | None:
+        row = self._one(sa.select(t.barrier.c.verifier).where(t.barrier.c.id == 1))
+        return bytes(row.verifier) if row else None
+
+    def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None:
+        self.conn.execute(t.barrier.insert().values(id=1, verifier=verifier, created_at=at))
+
+    def keyring_entries(self) -> list[KeyringEntry]:
+        rows = self.conn.execute(sa.select(t.keyring).order_by(t.keyring.c.id))
+        return [
+            KeyringEntry(r.id, bytes(r.wrapped_key), r.state, r.created_at, r.retired_at)
+            for r in rows
+        ]
+
+    def insert_keyring_entry(self, entry: KeyringEntry) -> None:
+        self.conn.execute(
+            t.keyring.insert().values(
+                id=entry.id,
+                wrapped_key=entry.wrapped_key,
+                state=entry.state,
+                created_at=entry.created_at,
+                retired_at=entry.retired_at,
+            )
+        )
+
+    def set_keyring_state(
+        self, kek_id: int, state: str, retired_at: dt.datetime | None = None
+    ) -> None:
+        self.conn.execute(
+            t.keyring.update()
+            .where(t.keyring.c.id == kek_id)
+            .values(state=state, retired_at=retired_at)
+        )
+
+    def active_kek_id(self) -> int:
+        return int(
+            self.conn.execute(
+                sa.select(t.keyring.c.id).where(t.keyring.c.state == "active")
+            ).scalar_one()
+        )
+
+    def versions_under_keks(self, kek_ids: list[int], limit: int) -> list[StoredVersion]:
+        stmt = (
+            sa.select(t.secret_versions)
+            .where(t.secret_versions.c.kek_id.in_(kek_ids))
+            .order_by(t.secret_versions.c.secret_id, t.secret_versions.c.version)
+            .limit(limit)
+        )
+        return [_stored_version(row) for row in self.conn.execute(stmt)]
+
+    def count_versions_by_kek(self) -> dict[int, int]:
+        stmt = sa.select(t.secret_versions.c.kek_id, sa.func.count()).group_by(
+            t.secret_versions.c.kek_id
+        )
+        return {int(kek): int(n) for kek, n in self.conn.execute(stmt)}
+
+    def replace_wrapped_dek(
+        self, secret_id: str, version: int, old_kek_id: int, new: Sealed
+    ) -> bool:
+        v = t.secret_versions.c
+        result = self.conn.execute(
+            t.secret_versions.update()
+            .where(v.secret_id == secret_id, v.version == version, v.kek_id == old_kek_id)
+            .values(kek_id=new.kek_id, wrapped_dek=new.wrapped_dek)
+        )
+        return result.rowcount == 1
+
+    # -- secrets --------------------------------------------------------------------------
+    def secret_by_name(
+        self, tenant_id: str, name: str, *, for_update: bool = False
+    ) -> SecretRecord | None:
+        stmt = sa.select(t.secrets).where(
+            t.secrets.c.tenant_id == tenant_id, t.secrets.c.name == name
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self._one(stmt)
+        return _secret(row) if row else None
+
+    def _write_metadata_entries(self, secret: SecretRecord) -> None:
+        self.conn.execute(
+            t.secret_metadata_entries.delete().where(
+                t.secret_metadata_entries.c.secret_id == secret.id
+            )
+        )
+        if secret.metadata:
+            self.conn.execute(
+                t.secret_metadata_entries.insert(),
+                [
+                    {
+                        "secret_id": secret.id,
+                        "entry_hash": metadata_entry_hash(key, value),
+                        "tenant_id": secret.tenant_id,
+                        "name": secret.name,
+                    }
+                    for key, value in secret.metadata.items()
+                ],
+            )
+
+    def _secret_values(self, secret: SecretRecord) -> dict[str, Any]:
+        return {
+            "tenant_id": secret.tenant_id,
+            "name": secret.name,
+            "description": secret.description,
+            "metadata_json": canonical_json(secret.metadata),
+            "version": secret.version,
+            "created_at": secret.created_at,
+            "updated_at": secret.updated_at,
+        }
+
+    def insert_secret(self, secret: SecretRecord) -> None:
+        with self.store.unique_violation_as_name_taken():
+            self.conn.execute(
+                t.secrets.insert().values(id=secret.id, **self._secret_values(secret))
+            )
+        self._write_metadata_entries(secret)
+
+    def update_secret(self, secret: SecretRecord) -> None:
+        with self.store.unique_violation_as_name_taken():
+            self.conn.execute(
+                t.secrets.update()
+                .where(t.secrets.c.id == secret.id)
+                .values(**self._secret_values(secret))
+            )
+        self._write_metadata_entries(secret)
+
+    def delete_secret(self, secret_id: str) -> None:
+        for table in (t.secret_metadata_entries, t.secret_versions):
+            self.conn.execute(table.delete().where(table.c.secret_id == secret_id))
+        self.conn.execute(t.secrets.delete().where(t.secrets.c.id == secret_id))
+
+    def list_secrets(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        offset: int,
+        metadata_filter: Mapping[str, Any] | None = None,
+    ) -> Page[SecretRecord]:
+        s = t.secrets
+        if not metadata_filter:
+            stmt = sa.select(s).where(s.c.tenant_id == tenant_id).order_by(s.c.name)
+        else:
+            # The first entry drives an index walk in name order; each further entry is
+            # checked per candidate, so a page costs offset + limit index steps.
+            entries = sorted(metadata_entry_hash(k, v) for k, v in metadata_filter.items())
+            m = t.secret_metadata_entries
+            driver = m.alias("m0")
+            stmt = (
+                sa.select(s)
+                .select_from(driver.join(s, s.c.id == driver.c.secret_id))
+                .where(driver.c.tenant_id == tenant_id, driver.c.entry_hash == entries[0])
+                .order_by(driver.c.name)
+            )
+            for i, entry in enumerate(entries[1:], start=1):
+                other = m.alias(f"m{i}")
+                stmt = stmt.where(
+                    sa.exists().where(other.c.secret_id == s.c.id, other.c.entry_hash == entry)
+                )
+        rows = self.conn.execute(stmt.limit(limit + 1).offset(offset)).all()
+        return Page([_secret(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    def insert_version(
+        self, stored: StoredVersion, at: dt.datetime, created_by: str | None
+    ) -> None:
+        self.conn.execute(
+            t.secret_versions.insert().values(
+                secret_id=stored.secret_id,
+                version=stored.version,
+                tenant_id=stored.tenant_id,
+                kek_id=stored.sealed.kek_id,
+                wrapped_dek=stored.sealed.wrapped_dek,
+                ciphertext=stored.sealed.ciphertext,
+                created_at=at,
+                created_by=created_by,
+            )
+        )
+
+    def version(self, secret_id: str, version: int) -> StoredVersion | None:
+        v = t.secret_versions.c
+        row = self._one(
+            sa.select(t.secret_versions).where(v.secret_id == secret_id, v.version == version)
+        )
+        return _stored_version(row) if row else None
+
+    def list_versions(self, secret_id: str) -> list[VersionRecord]:
+        v = t.secret_versions.c
+        stmt = (
+            sa.select(v.secret_id, v.version, v.created_at, v.created_by)
+            .where(v.secret_id == secret_id)
+            .order_by(v.version.desc())
+        )
+        return [
+            VersionRecord(r.secret_id, r.version, r.created_at, r.created_by)
+            for r in self.conn.execute(stmt)
+        ]
+
+    # -- audit ----------------------------------------------------------------------------
+    def insert_audit_event(self, event: AuditEvent) -> None:
+        self.conn.execute(
+            t.audit_events.insert().values(
+                occurred_at=event.occurred_at,
+                tenant_id=event.tenant_id,
+                key_id=event.key_id,
+                action=event.action,
+                outcome=event.outcome,
+                secret_name=event.secret_name,
+                secret_id=event.secret_id,
+                request_id=event.request_id,
+                client_addr=event.client_addr,
+                detail=event.detail,
+            )
+        )
+
+    def list_audit_events(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        offset: int,
+        secret_name: str | None = None,
+        action: str | None = None,
+    ) -> Page[AuditEvent]:
+        a = t.audit_events.c
+        stmt = sa.select(t.audit_events).where(a.tenant_id == tenant_id)
+        if secret_name is not None:
+            stmt = stmt.where(a.secret_name == secret_name)
+        if action is not None:
+            stmt = stmt.where(a.action == action)
+        stmt = stmt.order_by(a.id.desc()).limit(limit + 1).offset(offset)
+        rows = self.conn.execute(stmt).all()
+        events = [
+            AuditEvent(
+                id=r.id,
+                occurred_at=r.occurred_at,
+                tenant_id=r.tenant_id,
+                key_id=r.key_id,
+                action=r.action,
+                outcome=r.outcome,
+                secret_name=r.secret_name,
+                secret_id=r.secret_id,
+                request_id=r.request_id,
+                client_addr=r.client_addr,
+                detail=r.detail,
+            )
+            for r in rows[:limit]
+        ]
+        return Page(events, has_more=len(rows) > limit)
+
+
+class SQLStore(Store):
+    """A store over a SQLAlchemy engine; subclasses supply the dialect's particulars."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    # -- dialect hooks --------------------------------------------------------------------
+    def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
+        raise NotImplementedError
+
+    def write_options(self) -> dict[str, Any]:
+        """Execution options that make a transaction take the write lock up front."""
+        return {}
+
+    @contextmanager
+    def unique_violation_as_name_taken(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.IntegrityError as exc:
+            if self.is_unique_violation(exc):
+                raise NameTaken() from None
+            raise
+
+    # -- transactions ---------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self, options: dict[str, Any]) -> Iterator[Transaction]:
+        try:
+            conn = self.engine.connect()
+        except sa.exc.OperationalError as exc:
+            raise StorageUnavailable(_describe(exc)) from None
+        try:
+            with conn:
+                if options:
+                    conn = conn.execution_options(**options)
+                with conn.begin():
+                    yield SQLTransaction(conn, self)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StorageUnavailable(_describe(exc)) from None
+
+    def read(self) -> Any:
+        return self._transaction({})
+
+    def write(self) -> Any:
+        return self._transaction(self.write_options())
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        """Serialise concurrent migrations beyond what the write transaction does."""
+
+    def migrate(self) -> None:
+        from .migrate import upgrade
+
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**self.write_options())
+            with conn.begin():
+                self.lock_for_migration(conn)
+                upgrade(conn)
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.DBAPIError as exc:
+            raise StorageUnavailable(_describe(exc)) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _describe(exc: sa.exc.DBAPIError) -> str:
+    """The driver's message without the SQL statement or its parameters.
+
+    Parameters may hold ciphertext or other bytes that have no place in an error.
+    """
+    return f"{type(exc.orig).__name__}: {str(exc.orig).splitlines()[0] if str(exc.orig) else ''}"

@@ -1,0 +1,160 @@
+"""Fixtures: every storage-touching test runs on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from ``STRONGROOM_TEST_POSTGRES_URL`` (default: the local server as
+user postgres). Without it the PostgreSQL half is skipped, except under ``CI=true``, where
+a missing server fails the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from strongroom.server.api.deps import Services
+from strongroom.server.app import create_app, open_services
+from strongroom.server.keys import create_api_key
+from strongroom.server.settings import Settings
+from strongroom.server.storage import schema
+
+from .support import ServerProcess, start_server
+
+POSTGRES_URL = os.environ.get(
+    "STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+MASTER_KEY = base64.b64encode(b"k" * 32).decode()
+BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests choose their settings; the developer's STRONGROOM_* variables do not leak in."""
+    for name in list(os.environ):
+        if name.startswith("STRONGROOM_") and name != "STRONGROOM_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server for this test session, dropped after."""
+    try:
+        admin = psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL is not reachable at {POSTGRES_URL}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"strongroom_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = POSTGRES_URL.rpartition("/")
+        try:
+            yield f"{base}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def truncate_postgres(url: str) -> None:
+    tables = ", ".join(t.name for t in schema.metadata.sorted_tables)
+    with psycopg.connect(url, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('public.secrets') IS NOT NULL").fetchone()
+        if exists and exists[0]:
+            conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty database of the test's backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'strongroom.db'}"
+    url: str = request.getfixturevalue("postgres_database")
+    truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, master_key=SecretStr(MASTER_KEY))
+
+
+@pytest.fixture
+def services(settings: Settings) -> Iterator[Services]:
+    opened = open_services(settings)
+    try:
+        yield opened
+    finally:
+        opened.store.close()
+
+
+@pytest.fixture
+def app(services: Services) -> FastAPI:
+    return create_app(services)
+
+
+IssueKey = Callable[..., str]
+
+
+@pytest.fixture
+def issue_key(services: Services) -> IssueKey:
+    """Issue an API key: ``issue_key(tenant="default", scopes=("secrets:read",))``."""
+
+    def issue(
+        tenant: str = "default", scopes: tuple[str, ...] = (), name: str | None = None
+    ) -> str:
+        key, _ = create_api_key(services.store, tenant, name=name, scopes=scopes)
+        return key
+
+    return issue
+
+
+MakeClient = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(app: FastAPI, issue_key: IssueKey) -> Iterator[MakeClient]:
+    """In-process clients, each authenticated by a new key of the given tenant and scopes."""
+    clients: list[TestClient] = []
+
+    def make(
+        tenant: str = "default", scopes: tuple[str, ...] = (), key: str | None = None
+    ) -> TestClient:
+        key = key or issue_key(tenant, scopes)
+        client = TestClient(app, headers={"Authorization": f"Bearer {key}"})
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def api(make_client: MakeClient) -> TestClient:
+    """A client of tenant ``default`` holding every scope."""
+    return make_client()
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real ``strongroom serve`` process on a free loopback port."""
+    proc = start_server(
+        tmp_path,
+        {"STRONGROOM_DATABASE_URL": database_url, "STRONGROOM_MASTER_KEY": MASTER_KEY},
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()

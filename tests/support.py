@@ -1,0 +1,132 @@
+"""Test helpers: a real server process, canary values and their encodings."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    stdout_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``strongroom`` command with only ``env`` (plus PATH) as its settings."""
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run(
+        [STRONGROOM, *args],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start_server(
+    workdir: Path, env: dict[str, str], extra_args: tuple[str, ...] = (), wait: bool = True
+) -> ServerProcess:
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    stdout_path = workdir / f"server-{port}.out"
+    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
+    with log_path.open("wb") as log, stdout_path.open("wb") as out:
+        process = subprocess.Popen(
+            [STRONGROOM, "serve", "--port", str(port), *extra_args],
+            env=full_env,
+            cwd=workdir,
+            stdout=out,
+            stderr=log,
+        )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, stdout_path, full_env)
+    if wait:
+        wait_ready(server)
+    return server
+
+
+def wait_ready(server: ServerProcess, timeout: float = 30) -> None:
+    """Poll /healthz until the server answers (readiness, not a timing assumption)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.base_url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+def canary(label: str = "canary") -> str:
+    """A value that cannot occur by chance, to look for wherever it must not be."""
+    return f"{label}-{os.urandom(12).hex()}-SECRET"
+
+
+def encodings(value: str) -> dict[str, bytes]:
+    """The spellings of ``value`` a leak could take: plain, base64 (all three
+    alignments, so a value inside a longer base64 string is found), URL- and JSON-quoted."""
+    raw = value.encode()
+    found = {
+        "plain": raw,
+        "url": urllib.parse.quote(value, safe="").encode(),
+        "url_plus": urllib.parse.quote_plus(value).encode(),
+        "json": json.dumps(value).encode()[1:-1],
+        "hex": raw.hex().encode(),
+    }
+    for shift in range(3):
+        encoded = base64.b64encode(b"\x00" * shift + raw)
+        # drop the characters that depend on the prefix and on what follows
+        start = {0: 0, 1: 4, 2: 4}[shift]
+        found[f"base64_{shift}"] = encoded[start : len(encoded) - 4]
+    return {k: v for k, v in found.items() if len(v) >= 8}
+
+
+def find_leaks(value: str, haystack: bytes) -> list[str]:
+    """Names of the encodings of ``value`` present in ``haystack``."""
+    return [name for name, needle in encodings(value).items() if needle in haystack]
