@@ -14,6 +14,7 @@ from .api.deps import Services
 from .api.errors import install_error_handlers
 from .api.middleware import BodyLimit, RequestContext
 from .crypto import Keyring, load_master_key
+from .crypto.masterkey import key_file_is_private
 from .secrets import SecretService
 from .settings import Settings
 from .storage import Store, open_store
@@ -28,6 +29,18 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
     :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served.
     """
     if master_key is None:
+        key_file = settings.master_key_file
+        shared_key_file = (
+            settings.master_key is None
+            and key_file is not None
+            and key_file.exists()
+            and not key_file_is_private(key_file)
+        )
+        if shared_key_file:
+            log.warning(
+                "the master key file is readable by other users; chmod 600 it",
+                extra={"path": str(key_file)},
+            )
         master_key = load_master_key(
             settings.master_key.get_secret_value() if settings.master_key else None,
             settings.master_key_file,

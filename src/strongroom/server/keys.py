@@ -18,6 +18,12 @@ def _tenant(tx: Transaction, name: str) -> Tenant:
     return tenant
 
 
+def ensure_tenant(store: Store, name: str) -> Tenant:
+    """The tenant called ``name``, created if it does not exist yet."""
+    with store.write() as tx:
+        return _tenant(tx, name)
+
+
 def _issue(
     tx: Transaction, tenant_name: str, name: str | None, scopes: Sequence[str]
 ) -> tuple[str, ApiKeyRecord]:

@@ -34,6 +34,8 @@ class SQLiteStore(SQLStore):
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
             dbapi_conn.execute(f"PRAGMA synchronous={synchronous}")
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows (old ciphertext among them) are zeroed, not left in free pages.
+            dbapi_conn.execute("PRAGMA secure_delete=ON")
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:

@@ -1,0 +1,166 @@
+"""The storage interface's contract, held by both backends alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import pytest
+
+from strongroom.server.api.deps import Services
+from strongroom.server.audit import Action, event
+from strongroom.server.ids import new_id
+from strongroom.server.keys import ensure_tenant
+from strongroom.server.storage.base import (
+    AuditEvent,
+    NameTaken,
+    Sealed,
+    SecretRecord,
+    Store,
+    StoredVersion,
+)
+
+NOW = dt.datetime(2026, 11, 28, 14, 33, 0, 123456, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def store(services: Services) -> Store:
+    return services.store
+
+
+@pytest.fixture
+def tenant_id(store: Store) -> str:
+    return ensure_tenant(store, "acme").id
+
+
+def secret(tenant_id: str, name: str, **metadata: object) -> SecretRecord:
+    return SecretRecord(new_id(), tenant_id, name, None, dict(metadata), 1, NOW, NOW)
+
+
+def add(store: Store, record: SecretRecord) -> None:
+    with store.write() as tx:
+        tx.insert_secret(record)
+        sealed = Sealed(1, b"wrapped-" + record.id.encode(), b"ciphertext")
+        tx.insert_version(StoredVersion(record.tenant_id, record.id, 1, sealed), NOW, None)
+
+
+def names(store: Store, tenant_id: str, **kwargs: object) -> list[str]:
+    with store.read() as tx:
+        page = tx.list_secrets(tenant_id, limit=100, offset=0, **kwargs)  # type: ignore[arg-type]
+    return [s.name for s in page.items]
+
+
+def test_round_trip_keeps_every_field_and_utc_times(store: Store, tenant_id: str) -> None:
+    record = SecretRecord(
+        new_id(), tenant_id, "api", "desc", {"n": 1, "nested": {"a": [1, "x"]}}, 1, NOW, NOW
+    )
+    add(store, record)
+    with store.read() as tx:
+        found = tx.secret_by_name(tenant_id, "api")
+        stored = tx.version(record.id, 1)
+    assert found == record
+    assert found.created_at.tzinfo == dt.UTC
+    assert stored is not None
+    assert stored.sealed == Sealed(1, b"wrapped-" + record.id.encode(), b"ciphertext")
+
+
+def test_names_are_unique_per_tenant_and_case_sensitive(store: Store, tenant_id: str) -> None:
+    add(store, secret(tenant_id, "token"))
+    with pytest.raises(NameTaken), store.write() as tx:
+        tx.insert_secret(secret(tenant_id, "token"))
+    add(store, secret(tenant_id, "Token"))
+    other = ensure_tenant(store, "other").id
+    add(store, secret(other, "token"))
+    assert names(store, tenant_id) == ["Token", "token"]
+    assert names(store, other) == ["token"]
+
+
+def test_rename_onto_a_taken_name_raises_and_changes_nothing(store: Store, tenant_id: str) -> None:
+    first, second = secret(tenant_id, "first"), secret(tenant_id, "second")
+    add(store, first)
+    add(store, second)
+    with pytest.raises(NameTaken), store.write() as tx:
+        tx.update_secret(replace(first, name="second"))
+    assert names(store, tenant_id) == ["first", "second"]
+
+
+def test_list_orders_by_code_point_and_pages(store: Store, tenant_id: str) -> None:
+    for name in ["beta", "Zeta", "alpha", "_under", "Alpha2"]:
+        add(store, secret(tenant_id, name))
+    assert names(store, tenant_id) == ["Alpha2", "Zeta", "_under", "alpha", "beta"]
+    with store.read() as tx:
+        page = tx.list_secrets(tenant_id, limit=2, offset=2)
+        last = tx.list_secrets(tenant_id, limit=2, offset=4)
+    assert [s.name for s in page.items] == ["_under", "alpha"]
+    assert page.has_more
+    assert [s.name for s in last.items] == ["beta"]
+    assert not last.has_more
+
+
+def test_metadata_filter_is_top_level_containment(store: Store, tenant_id: str) -> None:
+    add(store, secret(tenant_id, "a", env="prod", owner="pay", n=1))
+    add(store, secret(tenant_id, "b", env="prod", owner="ops", n=1.5))
+    add(store, secret(tenant_id, "c", env="dev", owner="pay", flag=True, obj={"x": [1, 2]}))
+    add(store, secret(tenant_id, "d"))
+    assert names(store, tenant_id, metadata_filter={"env": "prod"}) == ["a", "b"]
+    assert names(store, tenant_id, metadata_filter={"env": "prod", "owner": "pay"}) == ["a"]
+    assert names(store, tenant_id, metadata_filter={"owner": "pay", "env": "dev"}) == ["c"]
+    assert names(store, tenant_id, metadata_filter={"n": 1}) == ["a"]
+    assert names(store, tenant_id, metadata_filter={"n": "1"}) == []
+    assert names(store, tenant_id, metadata_filter={"flag": True}) == ["c"]
+    assert names(store, tenant_id, metadata_filter={"obj": {"x": [1, 2]}}) == ["c"]
+    assert names(store, tenant_id, metadata_filter={"env": "prod", "missing": "x"}) == []
+
+
+def test_metadata_index_follows_updates_renames_and_deletes(store: Store, tenant_id: str) -> None:
+    record = secret(tenant_id, "m", env="prod")
+    add(store, record)
+    changed = SecretRecord(record.id, tenant_id, "renamed", None, {"env": "dev"}, 1, NOW, NOW)
+    with store.write() as tx:
+        tx.update_secret(changed)
+    assert names(store, tenant_id, metadata_filter={"env": "prod"}) == []
+    assert names(store, tenant_id, metadata_filter={"env": "dev"}) == ["renamed"]
+    with store.write() as tx:
+        tx.delete_secret(record.id)
+        assert tx.version(record.id, 1) is None
+    assert names(store, tenant_id, metadata_filter={"env": "dev"}) == []
+    add(store, secret(tenant_id, "renamed"))  # the name is free again
+
+
+def test_replace_wrapped_dek_only_from_the_expected_kek(store: Store, tenant_id: str) -> None:
+    record = secret(tenant_id, "k")
+    add(store, record)
+    with store.write() as tx:
+        assert not tx.replace_wrapped_dek(record.id, 1, 7, Sealed(2, b"new", b"ciphertext"))
+        assert tx.replace_wrapped_dek(record.id, 1, 1, Sealed(2, b"new", b"ciphertext"))
+        assert tx.count_versions_by_kek() == {2: 1}
+        assert [v.secret_id for v in tx.versions_under_keks([2], 10)] == [record.id]
+
+
+def test_write_rolls_back_on_error(store: Store, tenant_id: str) -> None:
+    def abandoned_write() -> None:
+        with store.write() as tx:
+            tx.insert_secret(secret(tenant_id, "ghost"))
+            raise RuntimeError("abort")
+
+    with pytest.raises(RuntimeError):
+        abandoned_write()
+    assert names(store, tenant_id) == []
+
+
+def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str) -> None:
+    with store.write() as tx:
+        for i in range(5):
+            tx.insert_audit_event(
+                AuditEvent(NOW, tenant_id, "key", Action.READ.value, "success", f"s{i % 2}")
+            )
+        tx.insert_audit_event(event(None, Action.AUTHENTICATE, "unauthorized"))
+    with store.read() as tx:
+        page = tx.list_audit_events(tenant_id, limit=2, offset=0)
+        only = tx.list_audit_events(tenant_id, limit=10, offset=0, secret_name="s1")
+        reads = tx.list_audit_events(tenant_id, limit=10, offset=0, action="secret.read")
+    assert [e.secret_name for e in page.items] == ["s0", "s1"]
+    assert page.has_more
+    assert page.items[0].id is not None
+    assert len(only.items) == 2
+    assert len(reads.items) == 5, "an event without a tenant is not the tenant's"
