@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -130,3 +131,35 @@ def encodings(value: str) -> dict[str, bytes]:
 def find_leaks(value: str, haystack: bytes) -> list[str]:
     """Names of the encodings of ``value`` present in ``haystack``."""
     return [name for name, needle in encodings(value).items() if needle in haystack]
+
+
+ERROR_FIELDS = {"code", "message", "request_id", "details"}
+
+
+def assert_error(
+    response: httpx.Response, status: int, code: str, location: str | None = None
+) -> dict[str, Any]:
+    """Check ``response`` is the contract's error envelope, exactly
+    ``{"error": {"code", "message", "request_id", "details"}}``, with this status and code,
+    and the request id of its ``X-Request-Id`` header; with ``location``, that some detail
+    names it. Returns the ``error`` object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert set(error) == ERROR_FIELDS, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str), error
+    assert error["message"], error
+    assert error["request_id"], error
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert isinstance(error["details"], list), error
+    for detail in error["details"]:
+        assert set(detail) == {"location", "message"}, detail
+        assert isinstance(detail["location"], str), detail
+        assert isinstance(detail["message"], str), detail
+        assert detail["message"], detail
+    if location is not None:
+        assert location in [d["location"] for d in error["details"]], error
+    return error

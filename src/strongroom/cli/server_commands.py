@@ -71,11 +71,11 @@ def open_migrated_store(settings: Settings) -> Store:
 
 def open_services_or_fail(settings: Settings) -> Any:
     from ..server.app import open_services
-    from ..server.crypto import MasterKeyError, WrongMasterKey
+    from ..server.crypto import MasterKeyError, UnsealError
 
     try:
         return open_services(settings)
-    except (MasterKeyError, WrongMasterKey) as exc:
+    except (MasterKeyError, UnsealError) as exc:
         fail(str(exc), code=2)
 
 
@@ -251,7 +251,13 @@ def master_key_generate(path: Path | None) -> None:
 
 
 @master_key.command("rotate")
-@click.option("--batch-size", default=500, show_default=True, help="data keys per transaction")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="data keys per transaction",
+)
 def master_key_rotate(batch_size: int) -> None:
     """Add a new key-encryption key and rewrap every data key under it.
 

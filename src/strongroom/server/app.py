@@ -63,6 +63,9 @@ def create_app(services: Services) -> FastAPI:
         description="Self-hosted secrets service for automation.",
         # A JSON API: a body without a Content-Type is read as JSON too.
         strict_content_type=False,
+        # FastAPI's built-in OpenTelemetry would record validation inputs and exception
+        # messages, where a request's secret value can sit: request spans only.
+        telemetry={"logs": False, "operation_spans": False, "auto_configure": False},
     )
     app.state.services = services
     install_error_handlers(app)

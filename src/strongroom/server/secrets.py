@@ -62,6 +62,13 @@ def _not_found(name: str) -> NotFound:
     return NotFound(f"secret {name!r} does not exist")
 
 
+def _check_version(current: SecretRecord, expected: int | None) -> None:
+    if expected is not None and expected != current.version:
+        raise PreconditionFailed(
+            f"secret {current.name!r} is at version {current.version}, not {expected}"
+        )
+
+
 class SecretService:
     def __init__(self, store: Store, keyring: Keyring) -> None:
         self.store = store
@@ -222,11 +229,7 @@ class SecretService:
                     current = tx.secret_by_name(caller.tenant_id, name, for_update=True)
                     if current is None:
                         raise _not_found(name)
-                    if expected_version is not None and expected_version != current.version:
-                        raise PreconditionFailed(
-                            f"secret {name!r} is at version {current.version}, "
-                            f"not {expected_version}"
-                        )
+                    _check_version(current, expected_version)
                     changed = replace(current, updated_at=now)
                     fields = []
                     if description is not UNSET:
@@ -240,6 +243,8 @@ class SecretService:
                         fields.append("value")
                     if new_name is not None and new_name != name:
                         changed = replace(changed, name=new_name)
+                    elif not fields:
+                        return current  # renamed to its own name: nothing changes
                     tx.update_secret(changed)
                     if value is not None:
                         self._seal_version(tx, caller, changed, value, now)
@@ -281,15 +286,17 @@ class SecretService:
         *,
         description: str | None = UNSET,
         metadata: Mapping[str, Any] = UNSET,
+        expected_version: int | None = None,
     ) -> tuple[SecretRecord, bool]:
         """Create the secret, or give it a new value; True when it was created.
 
-        Fields left out keep their values on an existing secret.
+        Fields left out keep their values on an existing secret. With
+        ``expected_version`` the secret must exist at that version.
         """
         self._authorize(caller, "secrets:write", Action.UPDATE, name)
         with self.store.read() as tx:
             exists = tx.secret_by_name(caller.tenant_id, name) is not None
-        if not exists:
+        if not exists and expected_version is None:
             try:
                 created = self.create(
                     caller,
@@ -302,12 +309,19 @@ class SecretService:
                 pass  # created concurrently since we looked: replace it instead
             else:
                 return created, True
-        return (
-            self.update(caller, name, value=value, description=description, metadata=metadata),
-            False,
+        updated = self.update(
+            caller,
+            name,
+            value=value,
+            description=description,
+            metadata=metadata,
+            expected_version=expected_version,
         )
+        return updated, False
 
-    def delete(self, caller: Caller, name: str) -> DeletedSecret:
+    def delete(
+        self, caller: Caller, name: str, *, expected_version: int | None = None
+    ) -> DeletedSecret:
         """Delete the secret and every version; the name is free at once."""
         self._authorize(caller, "secrets:write", Action.DELETE, name)
 
@@ -317,6 +331,7 @@ class SecretService:
                 secret = tx.secret_by_name(caller.tenant_id, name, for_update=True)
                 if secret is None:
                     raise _not_found(name)
+                _check_version(secret, expected_version)
                 tx.delete_secret(secret.id)
                 audit.record(
                     tx,

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..errors import (
     Detail,
@@ -85,20 +86,41 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(validation_failed(exc.errors()))
 
 
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (Starlette names only the first route's)."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    headers = dict(exc.headers or {})
+    if isinstance(exc.__cause__, ServiceError):
+        # FastAPI wraps whatever fails while it reads the body in a 400; the streamed
+        # body limit (BodyLimit) fails that way and is owed its own answer, a 413.
+        return error_response(exc.__cause__)
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
     error: ServiceError
     if exc.status_code == 404:
         error = NotFound(f"no route {request.method} {request.url.path}")
     elif exc.status_code == 405:
-        allowed = headers.get("allow", headers.get("Allow", ""))
+        allowed = _allowed_methods(request)
         error = MethodNotAllowed(
             f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
-            headers=headers,
+            headers={**headers, "Allow": allowed},
         )
     elif exc.status_code == 413:
         error = PayloadTooLarge("request body is too large")
+    elif exc.status_code == 400:
+        # FastAPI's "error parsing the body", e.g. a body that is not UTF-8.
+        message = "request body could not be read as JSON (it must be UTF-8)"
+        error = ValidationFailed(f"body: {message}", [Detail("body", message)])
     else:
         error = ServiceError(str(exc.detail), headers=headers)
         error.status = exc.status_code

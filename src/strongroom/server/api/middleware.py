@@ -73,7 +73,11 @@ class RequestContext:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` with 413, declared or streamed."""
+    """Refuse request bodies over ``max_bytes`` with 413, declared or streamed.
+
+    Starlette's own limiter answers in plain text; this one answers with the error
+    envelope the contract promises for every error.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app

@@ -168,7 +168,8 @@ def update_secret(
         raise ValidationFailed(
             "body.value: value cannot be null", [Detail("body.value", "value cannot be null")]
         )
-    if not given - {"expected_version"}:
+    changes = given - {"expected_version"} - (set() if body.new_name else {"new_name"})
+    if not changes:
         message = "nothing to update: give value, description, metadata or new_name"
         raise ValidationFailed(message, [Detail("body", message)])
     _check_value(svc, body.value)
@@ -187,11 +188,16 @@ def update_secret(
 @router.put(
     "/{name}",
     response_model=schemas.Secret,
-    responses={**error_responses(*_COMMON, 413), 201: {"model": schemas.Secret}},
+    responses={**error_responses(*_COMMON, 404, 412, 413), 201: {"model": schemas.Secret}},
     summary="Create or replace a secret's value (201 when created, 200 when replaced)",
 )
 def put_secret(
-    name: NamePath, body: schemas.SecretPut, response: Response, caller: Auth, svc: Svc
+    name: NamePath,
+    body: schemas.SecretPut,
+    response: Response,
+    caller: Auth,
+    svc: Svc,
+    if_match: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     _check_value(svc, body.value)
     given = body.model_fields_set
@@ -201,6 +207,7 @@ def put_secret(
         body.value,
         description=body.description if "description" in given else UNSET,
         metadata=(body.metadata or {}) if "metadata" in given else UNSET,
+        expected_version=_expected_version(None, if_match),
     )
     response.status_code = 201 if created else 200
     return secret_out(secret)
@@ -209,11 +216,16 @@ def put_secret(
 @router.delete(
     "/{name}",
     response_model=schemas.DeletedSecret,
-    responses=error_responses(*_COMMON, 404),
+    responses=error_responses(*_COMMON, 404, 412),
     summary="Delete a secret and all its versions; the name is free at once",
 )
-def delete_secret(name: NamePath, caller: Auth, svc: Svc) -> dict[str, Any]:
-    deleted = svc.secrets.delete(caller, name)
+def delete_secret(
+    name: NamePath,
+    caller: Auth,
+    svc: Svc,
+    if_match: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    deleted = svc.secrets.delete(caller, name, expected_version=_expected_version(None, if_match))
     return {"id": deleted.id, "name": deleted.name, "deleted_at": deleted.deleted_at}
 
 

@@ -13,13 +13,21 @@ import threading
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..storage.base import KeyringEntry, Sealed, Store, StoredVersion, Transaction
+from ..storage.base import KeyringEntry, NameTaken, Sealed, Store, StoredVersion, Transaction
 from . import envelope
 from .envelope import IntegrityFailure
 
 
-class WrongMasterKey(Exception):
+class UnsealError(Exception):
+    """The keyring cannot be opened; the server must not start."""
+
+
+class WrongMasterKey(UnsealError):
     """The configured master key is not the one this database was initialised with."""
+
+
+class KeyringDamaged(UnsealError):
+    """A stored KEK failed authentication although the master key is right."""
 
 
 class Keyring:
@@ -35,6 +43,13 @@ class Keyring:
 
         On a new database this writes the verifier and the first KEK instead.
         """
+        try:
+            self._unseal()
+        except NameTaken:
+            # Another process initialised the barrier at the same moment: check against it.
+            self._unseal()
+
+    def _unseal(self) -> None:
         with self._store.write() as tx:
             verifier = tx.barrier_verifier()
             now = dt.datetime.now(dt.UTC)
@@ -57,12 +72,16 @@ class Keyring:
             self._load(tx)
 
     def _load(self, tx: Transaction) -> None:
-        keks = {
-            entry.id: AESGCM(
-                envelope.decrypt(self._master, entry.wrapped_key, envelope.kek_aad(entry.id))
-            )
-            for entry in tx.keyring_entries()
-        }
+        keks = {}
+        for entry in tx.keyring_entries():
+            try:
+                kek = envelope.decrypt(self._master, entry.wrapped_key, envelope.kek_aad(entry.id))
+            except IntegrityFailure:
+                raise KeyringDamaged(
+                    f"keyring entry {entry.id} failed authentication: the row was altered "
+                    "or copied from another database; restore it from a backup"
+                ) from None
+            keks[entry.id] = AESGCM(kek)
         with self._lock:
             self._keks = keks
 

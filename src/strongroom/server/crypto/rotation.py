@@ -31,9 +31,13 @@ def rotate(
     on_batch: Callable[[int], None] | None = None,
 ) -> RotationReport:
     """Rotate to a new KEK, or finish a rotation that was interrupted."""
+    if batch_size < 1:
+        # An empty batch reads as "nothing left to rewrap": the old KEK would be retired
+        # with every data key still under it.
+        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     now = dt.datetime.now(dt.UTC)
     with store.write() as tx:
-        entries = tx.keyring_entries()
+        entries = tx.keyring_entries(for_update=True)
         resumed = any(e.state == "draining" for e in entries)
         if not resumed:
             new_id = max(e.id for e in entries) + 1

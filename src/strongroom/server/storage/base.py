@@ -150,10 +150,12 @@ class Transaction(ABC):
     def barrier_verifier(self) -> bytes | None: ...
 
     @abstractmethod
-    def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None: ...
+    def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None:
+        """Raises :class:`NameTaken` when another process initialised the barrier first."""
 
     @abstractmethod
-    def keyring_entries(self) -> list[KeyringEntry]: ...
+    def keyring_entries(self, *, for_update: bool = False) -> list[KeyringEntry]:
+        """Every KEK; ``for_update`` locks them against a concurrent rotation."""
 
     @abstractmethod
     def insert_keyring_entry(self, entry: KeyringEntry) -> None: ...

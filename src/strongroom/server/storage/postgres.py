@@ -18,6 +18,7 @@ class PostgresStore(SQLStore):
             pool_size=pool_size,
             max_overflow=20,
             pool_pre_ping=True,
+            hide_parameters=True,  # errors must not carry ciphertext or other bound values
         )
         super().__init__(engine)
 

@@ -40,8 +40,21 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def _one_number_type(value: Any) -> Any:
+    """JSON has one number type: ``1`` and ``1.0`` are the same value (a JavaScript client
+    cannot even tell them apart), so a filter on one must find the other."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _one_number_type(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_one_number_type(v) for v in value]
+    return value
+
+
 def metadata_entry_hash(key: str, value: Any) -> bytes:
-    return hashlib.sha256(key.encode() + b"\x00" + canonical_json(value).encode()).digest()
+    spelled = canonical_json(_one_number_type(value))
+    return hashlib.sha256(key.encode() + b"\x00" + spelled.encode()).digest()
 
 
 def _secret(row: Row[Any]) -> SecretRecord:
@@ -156,10 +169,12 @@ class SQLTransaction(Transaction):
         return bytes(row.verifier) if row else None
 
     def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None:
-        self.conn.execute(t.barrier.insert().values(id=1, verifier=verifier, created_at=at))
+        with self.store.unique_violation_as_name_taken():
+            self.conn.execute(t.barrier.insert().values(id=1, verifier=verifier, created_at=at))
 
-    def keyring_entries(self) -> list[KeyringEntry]:
-        rows = self.conn.execute(sa.select(t.keyring).order_by(t.keyring.c.id))
+    def keyring_entries(self, *, for_update: bool = False) -> list[KeyringEntry]:
+        stmt = sa.select(t.keyring).order_by(t.keyring.c.id)
+        rows = self.conn.execute(stmt.with_for_update() if for_update else stmt)
         return [
             KeyringEntry(r.id, bytes(r.wrapped_key), r.state, r.created_at, r.retired_at)
             for r in rows
@@ -186,11 +201,10 @@ class SQLTransaction(Transaction):
         )
 
     def active_kek_id(self) -> int:
-        return int(
-            self.conn.execute(
-                sa.select(t.keyring.c.id).where(t.keyring.c.state == "active")
-            ).scalar_one()
-        )
+        # FOR SHARE (PostgreSQL; SQLite's write lock already covers it): a rotation that
+        # retires this KEK waits until this transaction's new version has committed.
+        stmt = sa.select(t.keyring.c.id).where(t.keyring.c.state == "active")
+        return int(self.conn.execute(stmt.with_for_update(read=True)).scalar_one())
 
     def versions_under_keks(self, kek_ids: list[int], limit: int) -> list[StoredVersion]:
         stmt = (

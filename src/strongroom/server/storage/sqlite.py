@@ -24,6 +24,7 @@ class SQLiteStore(SQLStore):
             connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
             pool_size=8,
             max_overflow=32,
+            hide_parameters=True,  # errors must not carry ciphertext or other bound values
         )
 
         @event.listens_for(engine, "connect")
