@@ -141,6 +141,27 @@ def make_client(app: FastAPI, issue_key: IssueKey) -> Iterator[MakeClient]:
         client.close()
 
 
+ClientWith = Callable[..., TestClient]
+
+
+@pytest.fixture
+def client_with(settings: Settings, issue_key: IssueKey) -> Iterator[ClientWith]:
+    """A client of a second app on the same database with some settings changed:
+    ``client_with(max_body_bytes=1024)``."""
+    opened: list[tuple[Services, TestClient]] = []
+
+    def make(**changes: object) -> TestClient:
+        changed = open_services(settings.model_copy(update=changes))
+        client = TestClient(create_app(changed), headers={"Authorization": f"Bearer {issue_key()}"})
+        opened.append((changed, client))
+        return client
+
+    yield make
+    for changed, client in opened:
+        client.close()
+        changed.store.close()
+
+
 @pytest.fixture
 def api(make_client: MakeClient) -> TestClient:
     """A client of tenant ``default`` holding every scope."""

@@ -4,7 +4,6 @@ caching headers, ``/healthz`` and ``/openapi.json``. In process, on SQLite and P
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,11 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
-from strongroom.server.app import create_app, open_services
-from strongroom.server.settings import Settings
 from strongroom.server.storage import StorageUnavailable
 
-from .conftest import IssueKey
+from .conftest import ClientWith
 from .support import assert_error, canary
 
 LIMIT = 1024  # the smallest body limit the settings allow
@@ -24,27 +21,9 @@ JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
-def limited_services(settings: Settings) -> Iterator[Services]:
-    tight = Settings(
-        database_url=settings.database_url, master_key=settings.master_key, max_body_bytes=LIMIT
-    )
-    opened = open_services(tight)
-    try:
-        yield opened
-    finally:
-        opened.store.close()
-
-
-@pytest.fixture
-def limited(limited_services: Services, issue_key: IssueKey) -> Iterator[TestClient]:
+def limited(client_with: ClientWith) -> TestClient:
     """A client of an app that takes request bodies of at most 1 KiB."""
-    client = TestClient(
-        create_app(limited_services), headers={"Authorization": f"Bearer {issue_key()}"}
-    )
-    try:
-        yield client
-    finally:
-        client.close()
+    return client_with(max_body_bytes=LIMIT)
 
 
 def names(api: TestClient) -> list[str]:

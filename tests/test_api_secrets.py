@@ -10,18 +10,15 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
-from strongroom.server.app import create_app, open_services
 from strongroom.server.keys import create_api_key
-from strongroom.server.settings import Settings
 
-from .conftest import IssueKey, MakeClient
+from .conftest import ClientWith, MakeClient
 from .support import assert_error, canary
 
 SECRET_FIELDS = {
@@ -99,31 +96,9 @@ def audit(api: TestClient, **params: Any) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def small_services(settings: Settings) -> Iterator[Services]:
-    """A second app's services on the same database, with tight limits."""
-    tight = Settings(
-        database_url=settings.database_url,
-        master_key=settings.master_key,
-        max_value_bytes=16,
-        max_body_bytes=1024,
-    )
-    opened = open_services(tight)
-    try:
-        yield opened
-    finally:
-        opened.store.close()
-
-
-@pytest.fixture
-def small_api(small_services: Services, issue_key: IssueKey) -> Iterator[TestClient]:
+def small_api(client_with: ClientWith) -> TestClient:
     """A client of an app whose values hold at most 16 bytes and bodies 1 KiB."""
-    client = TestClient(
-        create_app(small_services), headers={"Authorization": f"Bearer {issue_key()}"}
-    )
-    try:
-        yield client
-    finally:
-        client.close()
+    return client_with(max_value_bytes=16, max_body_bytes=1024)
 
 
 # -- create -----------------------------------------------------------------------------------

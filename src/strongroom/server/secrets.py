@@ -94,6 +94,19 @@ class SecretService:
             )
             raise
 
+    @staticmethod
+    def _succeeded(
+        tx: Transaction,
+        caller: Caller,
+        action: Action,
+        secret: SecretRecord,
+        detail: str | None = None,
+    ) -> None:
+        event = audit.event(
+            caller, action, "success", secret_name=secret.name, secret_id=secret.id, detail=detail
+        )
+        audit.record(tx, event)
+
     def _seal_version(
         self, tx: Transaction, caller: Caller, secret: SecretRecord, value: str, at: dt.datetime
     ) -> None:
@@ -127,12 +140,7 @@ class SecretService:
                 with self.store.write() as tx:
                     tx.insert_secret(secret)
                     self._seal_version(tx, caller, secret, value, now)
-                    audit.record(
-                        tx,
-                        audit.event(
-                            caller, Action.CREATE, "success", secret_name=name, secret_id=secret.id
-                        ),
-                    )
+                    self._succeeded(tx, caller, Action.CREATE, secret)
             except NameTaken:
                 raise Conflict(f"secret {name!r} already exists") from None
             return secret
@@ -249,29 +257,12 @@ class SecretService:
                     if value is not None:
                         self._seal_version(tx, caller, changed, value, now)
                     if changed.name != name:
-                        audit.record(
-                            tx,
-                            audit.event(
-                                caller,
-                                Action.RENAME,
-                                "success",
-                                secret_name=changed.name,
-                                secret_id=current.id,
-                                detail=f"renamed from {name!r}",
-                            ),
+                        self._succeeded(
+                            tx, caller, Action.RENAME, changed, f"renamed from {name!r}"
                         )
                     if fields:
-                        audit.record(
-                            tx,
-                            audit.event(
-                                caller,
-                                Action.UPDATE,
-                                "success",
-                                secret_name=changed.name,
-                                secret_id=current.id,
-                                detail=f"changed {', '.join(fields)}; version {changed.version}",
-                            ),
-                        )
+                        detail = f"changed {', '.join(fields)}; version {changed.version}"
+                        self._succeeded(tx, caller, Action.UPDATE, changed, detail)
             except NameTaken:
                 raise Conflict(f"secret {new_name!r} already exists") from None
             return changed
@@ -333,12 +324,7 @@ class SecretService:
                     raise _not_found(name)
                 _check_version(secret, expected_version)
                 tx.delete_secret(secret.id)
-                audit.record(
-                    tx,
-                    audit.event(
-                        caller, Action.DELETE, "success", secret_name=name, secret_id=secret.id
-                    ),
-                )
+                self._succeeded(tx, caller, Action.DELETE, secret)
             return DeletedSecret(secret.id, name, now)
 
         return self._audited(caller, Action.DELETE, name, work)

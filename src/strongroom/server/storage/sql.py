@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -181,15 +182,7 @@ class SQLTransaction(Transaction):
         ]
 
     def insert_keyring_entry(self, entry: KeyringEntry) -> None:
-        self.conn.execute(
-            t.keyring.insert().values(
-                id=entry.id,
-                wrapped_key=entry.wrapped_key,
-                state=entry.state,
-                created_at=entry.created_at,
-                retired_at=entry.retired_at,
-            )
-        )
+        self.conn.execute(t.keyring.insert().values(**asdict(entry)))
 
     def set_keyring_state(
         self, kek_id: int, state: str, retired_at: dt.datetime | None = None
@@ -364,20 +357,9 @@ class SQLTransaction(Transaction):
 
     # -- audit ----------------------------------------------------------------------------
     def insert_audit_event(self, event: AuditEvent) -> None:
-        self.conn.execute(
-            t.audit_events.insert().values(
-                occurred_at=event.occurred_at,
-                tenant_id=event.tenant_id,
-                key_id=event.key_id,
-                action=event.action,
-                outcome=event.outcome,
-                secret_name=event.secret_name,
-                secret_id=event.secret_id,
-                request_id=event.request_id,
-                client_addr=event.client_addr,
-                detail=event.detail,
-            )
-        )
+        values = asdict(event)
+        del values["id"]  # the database numbers events
+        self.conn.execute(t.audit_events.insert().values(**values))
 
     def list_audit_events(
         self,
@@ -396,22 +378,7 @@ class SQLTransaction(Transaction):
             stmt = stmt.where(a.action == action)
         stmt = stmt.order_by(a.id.desc()).limit(limit + 1).offset(offset)
         rows = self.conn.execute(stmt).all()
-        events = [
-            AuditEvent(
-                id=r.id,
-                occurred_at=r.occurred_at,
-                tenant_id=r.tenant_id,
-                key_id=r.key_id,
-                action=r.action,
-                outcome=r.outcome,
-                secret_name=r.secret_name,
-                secret_id=r.secret_id,
-                request_id=r.request_id,
-                client_addr=r.client_addr,
-                detail=r.detail,
-            )
-            for r in rows[:limit]
-        ]
+        events = [AuditEvent(**r._asdict()) for r in rows[:limit]]
         return Page(events, has_more=len(rows) > limit)
 
 
