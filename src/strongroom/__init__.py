@@ -1,3 +1,88 @@
-"""strongroom: a self-hosted secrets service for automation."""
+"""strongroom: a self-hosted secrets service for automation, and its Python client.
+
+::
+
+    from strongroom import Strongroom
+
+    client = Strongroom()  # STRONGROOM_API_KEY, STRONGROOM_BASE_URL
+    client.secrets.create(name="stripe_api_key", value="sk_test_...")
+    client.secrets.get(name="stripe_api_key").value
+
+The client needs only httpx and pydantic; the server is the ``strongroom[server]`` extra.
+``Julep`` and ``AsyncJulep`` are aliases, so code written for the product guide runs with
+only its import line changed.
+"""
 
 __version__ = "0.1.0"
+
+from ._async_client import AsyncStrongroom
+from ._client import Strongroom
+from ._core import NOT_GIVEN, NotGiven
+from .exceptions import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    ConflictError,
+    InternalServerError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RateLimitError,
+    RotationCheckFailed,
+    SecretAlreadyExistsError,
+    SecretNotFoundError,
+    StrongroomError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from .models import (
+    AuditRecord,
+    DeletedSecret,
+    Execution,
+    ExecutionStep,
+    Secret,
+    SecretList,
+    SecretVersion,
+    Task,
+)
+
+Julep = Strongroom
+AsyncJulep = AsyncStrongroom
+
+__all__ = [
+    "NOT_GIVEN",
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AsyncJulep",
+    "AsyncStrongroom",
+    "AuditRecord",
+    "AuthenticationError",
+    "ConflictError",
+    "DeletedSecret",
+    "Execution",
+    "ExecutionStep",
+    "InternalServerError",
+    "Julep",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "NotGiven",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "RateLimitError",
+    "RotationCheckFailed",
+    "Secret",
+    "SecretAlreadyExistsError",
+    "SecretList",
+    "SecretNotFoundError",
+    "SecretVersion",
+    "StrongroomError",
+    "Task",
+    "ValidationError",
+    "WaitTimeoutError",
+    "__version__",
+]

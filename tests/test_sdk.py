@@ -1,0 +1,326 @@
+"""The Python SDK: every call, through the blocking and the asyncio client alike.
+
+Each test body is written once and runs twice: against :class:`Strongroom` and against
+:class:`AsyncStrongroom` (driven through :class:`Synced`), both talking to the real app
+in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+import strongroom
+from strongroom import AsyncStrongroom, Julep, Strongroom
+from strongroom.exceptions import (
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RotationCheckFailed,
+    SecretAlreadyExistsError,
+    SecretNotFoundError,
+    StrongroomError,
+    ValidationError,
+)
+
+from .conftest import IssueKey
+from .support import canary
+
+
+class Synced:
+    """Drive an async client (or resource) as if it were blocking, for shared tests."""
+
+    def __init__(self, target: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._loop = loop
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if inspect.isasyncgenfunction(attr):
+            return lambda *a, **k: iter(self._loop.run_until_complete(_collect(attr(*a, **k))))
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **k: self._loop.run_until_complete(attr(*a, **k))
+        if hasattr(attr, "_client"):  # a resource
+            return Synced(attr, self._loop)
+        return attr
+
+
+async def _collect(items: Any) -> list[Any]:
+    return [item async for item in items]
+
+
+MakeSDK = Callable[..., Any]
+
+
+@pytest.fixture(params=["sync", "async"])
+def make_sdk(
+    request: pytest.FixtureRequest, app: FastAPI, issue_key: IssueKey
+) -> Iterator[MakeSDK]:
+    """Clients of the in-process app: ``make_sdk(scopes=(...), tenant=...)``."""
+    loop = asyncio.new_event_loop()
+    closers: list[Callable[[], Any]] = []
+
+    def make(tenant: str = "default", scopes: tuple[str, ...] = (), key: str | None = None) -> Any:
+        key = key or issue_key(tenant, scopes)
+        if request.param == "sync":
+            http = TestClient(app)
+            client = Strongroom(api_key=key, http_client=http)
+            closers.append(http.close)
+            return client
+        transport = httpx.ASGITransport(app=app)
+        http_async = httpx.AsyncClient(transport=transport)
+        closers.append(lambda: loop.run_until_complete(http_async.aclose()))
+        return Synced(AsyncStrongroom(api_key=key, http_client=http_async), loop)
+
+    yield make
+    for close in closers:
+        close()
+    loop.close()
+
+
+@pytest.fixture
+def sdk(make_sdk: MakeSDK) -> Any:
+    return make_sdk()
+
+
+# -- secrets ------------------------------------------------------------------------------------
+def test_the_guides_secret_calls(sdk: Any) -> None:
+    secret = sdk.secrets.create(
+        name="stripe_api_key",
+        value="sk_test_123",
+        description="Stripe API key for payment processing",
+        metadata={"environment": "production", "owner": "payments-team"},
+    )
+    assert isinstance(secret, strongroom.Secret)
+    assert secret.value == "ENCRYPTED"
+    assert isinstance(secret.created_at, dt.datetime)
+    assert secret.created_at.tzinfo is not None
+
+    listed = sdk.secrets.list()
+    assert [s.name for s in listed.items] == ["stripe_api_key"]
+    assert sdk.secrets.list(limit=10, offset=10).items == []
+    production = sdk.secrets.list(metadata={"environment": "production"})
+    assert [s.name for s in production.items] == ["stripe_api_key"]
+    assert sdk.secrets.list(metadata={"environment": "production", "owner": "ops"}).items == []
+
+    got = sdk.secrets.get(name="stripe_api_key")
+    assert got.value == "sk_test_123"
+
+    updated = sdk.secrets.update(
+        name="stripe_api_key",
+        value="sk_test_new_value",
+        description="Updated Stripe API key",
+        metadata={"environment": "production", "rotated": "2025-05-10"},
+    )
+    assert updated.version == 2
+    only_description = sdk.secrets.update(name="stripe_api_key", description="New description")
+    assert only_description.metadata == {"environment": "production", "rotated": "2025-05-10"}
+    only_metadata = sdk.secrets.update(name="stripe_api_key", metadata={"lastRotated": "x"})
+    assert only_metadata.description == "New description"
+    assert only_metadata.metadata == {"lastRotated": "x"}
+    cleared = sdk.secrets.update(name="stripe_api_key", description=None)
+    assert cleared.description is None
+
+    renamed = sdk.secrets.update(name="stripe_api_key", new_name="stripe_key")
+    assert renamed.name == "stripe_key"
+    with pytest.raises(SecretNotFoundError):
+        sdk.secrets.get(name="stripe_api_key")
+
+    deleted = sdk.secrets.delete(name="stripe_key")
+    assert deleted.name == "stripe_key"
+    assert isinstance(deleted.deleted_at, dt.datetime)
+    assert sdk.secrets.list().items == []
+
+
+def test_versions_upsert_and_reading_an_old_version(sdk: Any) -> None:
+    created = sdk.secrets.upsert("token", "one", description="d")
+    assert created.version == 1
+    replaced = sdk.secrets.upsert("token", "two")
+    assert replaced.version == 2
+    assert replaced.description == "d"
+    assert [v.version for v in sdk.secrets.versions("token").items] == [2, 1]
+    assert sdk.secrets.get("token", version=1).value == "one"
+    with pytest.raises(PreconditionFailedError):
+        sdk.secrets.upsert("token", "three", expected_version=1)
+
+
+def test_conditional_update_and_delete(sdk: Any) -> None:
+    sdk.secrets.create("guarded", "v1")
+    with pytest.raises(PreconditionFailedError) as caught:
+        sdk.secrets.update("guarded", value="v2", expected_version=7)
+    assert caught.value.code == "precondition_failed"
+    assert sdk.secrets.update("guarded", value="v2", expected_version=1).version == 2
+    with pytest.raises(PreconditionFailedError):
+        sdk.secrets.delete("guarded", expected_version=1)
+    assert sdk.secrets.delete("guarded", expected_version=2).name == "guarded"
+
+
+def test_list_all_walks_every_page(sdk: Any) -> None:
+    for i in range(23):
+        sdk.secrets.create(f"s{i:02d}", "v", metadata={"even": i % 2 == 0})
+    assert [s.name for s in sdk.secrets.list_all(page_size=5)] == [f"s{i:02d}" for i in range(23)]
+    evens = [s.name for s in sdk.secrets.list_all(metadata={"even": True}, page_size=4)]
+    assert evens == [f"s{i:02d}" for i in range(0, 23, 2)]
+
+
+def test_the_value_never_shows_in_repr(sdk: Any) -> None:
+    value = canary()
+    sdk.secrets.create("hidden", value)
+    secret = sdk.secrets.get("hidden")
+    assert secret.value == value
+    assert value not in repr(secret)
+    assert value not in str(secret)
+
+
+def test_rotate_replaces_the_value_after_the_check_and_keeps_the_old_one(sdk: Any) -> None:
+    sdk.secrets.create("stripe_api_key", "old", description="Stripe", metadata={"owner": "pay"})
+    seen: list[str] = []
+
+    def check(value: str) -> bool:
+        seen.append(value)
+        return True
+
+    rotated = sdk.secrets.rotate("stripe_api_key", "new", check=check)
+    assert seen == ["new"]
+    assert rotated.version == 2
+    assert rotated.description == "Stripe"
+    assert rotated.metadata["owner"] == "pay"
+    assert "lastRotated" in rotated.metadata
+    assert sdk.secrets.get("stripe_api_key").value == "new"
+    assert sdk.secrets.get("stripe_api_key", version=1).value == "old"
+
+    with pytest.raises(RotationCheckFailed):
+        sdk.secrets.rotate("stripe_api_key", "bad", check=lambda value: False)
+
+    def explode(value: str) -> bool:
+        raise RuntimeError("upstream refused the key")
+
+    with pytest.raises(RotationCheckFailed):
+        sdk.secrets.rotate("stripe_api_key", "worse", check=explode)
+    assert sdk.secrets.get("stripe_api_key").value == "new"
+
+
+# -- errors -------------------------------------------------------------------------------------
+def test_every_api_error_carries_code_status_request_id_and_details(sdk: Any) -> None:
+    with pytest.raises(SecretNotFoundError) as missing:
+        sdk.secrets.get(name="non_existent_secret")
+    error = missing.value
+    assert isinstance(error, NotFoundError)
+    assert isinstance(error, APIError)
+    assert isinstance(error, StrongroomError)
+    assert (error.code, error.status_code) == ("not_found", 404)
+    assert error.request_id
+    assert error.request_id.startswith("req_")
+    assert "non_existent_secret" in str(error)
+    assert error.request_id in str(error)
+
+    with pytest.raises(ValidationError) as invalid:
+        sdk.secrets.create(name="invalid name", value="test")
+    assert invalid.value.code == "validation_error"
+    assert [d.location for d in invalid.value.details] == ["body.name"]
+    assert "body.name" in str(invalid.value)
+
+    sdk.secrets.create(name="existing_secret", value="test")
+    with pytest.raises(SecretAlreadyExistsError) as taken:
+        sdk.secrets.create(name="existing_secret", value="test")
+    assert taken.value.code == "conflict"
+    sdk.secrets.create(name="other", value="x")
+    with pytest.raises(SecretAlreadyExistsError):
+        sdk.secrets.update("other", new_name="existing_secret")
+
+
+def test_error_messages_never_hold_the_value(sdk: Any) -> None:
+    value = canary()
+    sdk.secrets.create(name="existing", value="x")
+    for call in (
+        lambda: sdk.secrets.create(name="existing", value=value),
+        lambda: sdk.secrets.create(name="bad name", value=value),
+        lambda: sdk.secrets.update("missing", value=value),
+        lambda: sdk.secrets.update("existing", value=value, expected_version=9),
+    ):
+        with pytest.raises(APIError) as caught:
+            call()
+        assert value not in str(caught.value)
+        assert value not in repr(caught.value)
+
+
+def test_authentication_and_permission_errors(make_sdk: MakeSDK) -> None:
+    with pytest.raises(AuthenticationError) as bad:
+        make_sdk(key="sr_not_a_key").secrets.list()
+    assert bad.value.code == "unauthorized"
+    reader = make_sdk(scopes=("secrets:read",))
+    with pytest.raises(PermissionDeniedError) as denied:
+        reader.secrets.create("x", "y")
+    assert denied.value.status_code == 403
+
+
+def test_tenants_do_not_see_each_other(make_sdk: MakeSDK) -> None:
+    make_sdk(tenant="acme").secrets.create("shared_name", "acme's")
+    other = make_sdk(tenant="globex")
+    with pytest.raises(SecretNotFoundError):
+        other.secrets.get("shared_name")
+    other.secrets.create("shared_name", "globex's")
+    assert other.secrets.get("shared_name").value == "globex's"
+
+
+def test_payload_too_large(client_with: Any, issue_key: IssueKey) -> None:
+    small = client_with(max_body_bytes=1024)
+    client = Strongroom(api_key=issue_key(), http_client=small)
+    with pytest.raises(PayloadTooLargeError) as caught:
+        client.secrets.create("big", "x" * 4096)
+    assert caught.value.code == "payload_too_large"
+
+
+# -- audit --------------------------------------------------------------------------------------
+def test_audit_list_and_list_all(sdk: Any) -> None:
+    sdk.secrets.create("a", "1")
+    sdk.secrets.get("a")
+    records = sdk.audit.list(limit=1)
+    assert records.has_more
+    assert records.items[0].action == "secret.read"
+    assert isinstance(records.items[0].time, dt.datetime)
+    actions = [r.action for r in sdk.audit.list_all(secret="a", page_size=1)]
+    assert actions == ["secret.read", "secret.create"]
+    reads = [r.action for r in sdk.audit.list_all(action="secret.create")]
+    assert reads == ["secret.create"]
+
+
+# -- construction -------------------------------------------------------------------------------
+def test_settings_come_from_arguments_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StrongroomError, match="STRONGROOM_API_KEY"):
+        Strongroom()
+    monkeypatch.setenv("STRONGROOM_API_KEY", "sr_from_env")
+    monkeypatch.setenv("STRONGROOM_BASE_URL", "http://127.0.0.1:9999/")
+    with Strongroom() as client:
+        assert client.base_url == "http://127.0.0.1:9999"
+        assert "sr_from_env" not in repr(client)
+    assert Julep is Strongroom
+    assert strongroom.AsyncJulep is AsyncStrongroom
+    explicit = Strongroom(api_key="sr_arg", base_url="http://127.0.0.1:1")
+    assert explicit.base_url == "http://127.0.0.1:1"
+    explicit.close()
+
+
+def test_sync_and_async_clients_offer_the_same_calls() -> None:
+    sync = Strongroom(api_key="sr_x")
+    asynchronous = AsyncStrongroom(api_key="sr_x")
+    for resource in ("secrets", "tasks", "executions", "audit"):
+        mine = getattr(sync, resource)
+        theirs = getattr(asynchronous, resource)
+        names = {n for n in dir(mine) if not n.startswith("_")}
+        assert names == {n for n in dir(theirs) if not n.startswith("_")}
+        for name in names:
+            ours = inspect.signature(getattr(mine, name)).parameters
+            assert ours == inspect.signature(getattr(theirs, name)).parameters, name
+    sync.close()
