@@ -23,13 +23,14 @@ run: install
 	$(BIN)/strongroom serve --dev
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
+	$(BIN)/mypy examples
 
 format: install
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench examples
+	$(BIN)/ruff check --fix src tests bench examples
 
 # Python tests run on SQLite and on PostgreSQL (STRONGROOM_TEST_POSTGRES_URL, by default
 # postgresql://postgres@127.0.0.1:5432/postgres); under CI=true a missing server fails.

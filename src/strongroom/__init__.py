@@ -80,6 +80,7 @@ __all__ = [
     "SecretList",
     "SecretNotFoundError",
     "SecretVersion",
+    "Strongroom",
     "StrongroomError",
     "Task",
     "ValidationError",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .run import run
+from .secrets import secrets
 from .server_commands import keys, master_key, migrate, serve
 
 
@@ -21,6 +23,8 @@ cli.add_command(serve)
 cli.add_command(migrate)
 cli.add_command(keys)
 cli.add_command(master_key)
+cli.add_command(secrets)
+cli.add_command(run)
 
 
 def main() -> None:

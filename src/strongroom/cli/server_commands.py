@@ -7,25 +7,20 @@ directly, so they need the server extra (``pip install 'strongroom[server]'``).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from .common import err, fail
+
 if TYPE_CHECKING:
     from ..server.settings import Settings
     from ..server.storage import Store
 
-err = Console(stderr=True)
 out = Console()
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    sys.exit(code)
 
 
 def load_settings(*, dev: bool = False) -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,8 +15,8 @@ from pydantic import (
     PlainSerializer,
 )
 
-NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-NAME_MAX = 128
+from ..._names import name_problem
+
 DESCRIPTION_MAX = 1000
 METADATA_MAX_KEYS = 64
 METADATA_MAX_BYTES = 16 * 1024
@@ -25,13 +24,9 @@ ENCRYPTED = "ENCRYPTED"
 
 
 def check_name(name: str) -> str:
-    if len(name) > NAME_MAX:
-        raise ValueError(f"name is longer than {NAME_MAX} characters")
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(
-            "name must be a valid identifier: letters, digits and underscores, "
-            "not starting with a digit"
-        )
+    problem = name_problem(name)
+    if problem:
+        raise ValueError(problem)
     return name
 
 
