@@ -1,0 +1,1 @@
+"""Tasks: steps that use secrets, run by a durable engine, with tools and redaction."""

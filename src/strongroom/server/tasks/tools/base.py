@@ -1,0 +1,319 @@
+"""The tool interface: named operations, static validation, calls, and the errors they raise.
+
+A task step ``{"kind": "tool_call", "tool": T, "operation": O, "arguments": A,
+"secret_name": S}`` meets this module twice:
+
+- **At task creation** the engine calls ``registry.validate(T, O, A)``. ``A`` is the
+  arguments as written, so any string starting with ``"$ "`` is an expression whose value is
+  only known at run time: it stands for "some value" and passes every type check.
+  The answer is a list of :class:`Problem`, one per bad argument, with a location relative
+  to the step (``"tool"``, ``"operation"``, ``"arguments.connection.host"``); the engine
+  prefixes ``steps[i].``. Messages name arguments and never repeat a value.
+- **At run time** the engine evaluates ``A`` and calls
+  ``registry.call(T, O, evaluated, credential, context)`` where ``credential`` is the
+  plaintext of secret ``S`` (``None`` without one). The arguments are checked again, now
+  with real types (an expression may have produced a number where a string belongs), then
+  the operation runs synchronously, bounded by its own timeouts and by
+  ``context.deadline``. It returns a JSON-able value (the step's result) or raises
+  :class:`ToolError`.
+
+``ToolError`` messages are written to be shown to the task's author: they never contain the
+credential, a password, an ``Authorization`` header or a full URL (only
+``scheme://host:port``); upstream text that is quoted is first passed through
+:func:`scrub`. The engine redacts again, but the tools do not rely on it.
+
+Errors::
+
+    ToolError                 code: "tool_error" and more specific codes, see below
+    ├── InvalidArguments      code "invalid_arguments": the evaluated arguments are wrong
+    └── EgressRefused         code "egress_refused" (in egress.py): a refused destination
+
+Other codes a plain ``ToolError`` carries: ``timeout``, ``connect_failed``,
+``dns_failed``, ``upstream_error`` (HTTP status in ``status``), ``response_too_large``,
+``database_error``, ``not_allowed`` (e.g. SQLite outside its directory). ``retryable``
+says whether running the step again may succeed (timeouts, 429, 5xx, refused
+connections); ``retry_after`` is the upstream's ``Retry-After`` in seconds when it sent
+one. The tools never retry by themselves, so that retries are decided in one place (the
+engine).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from ...errors import Detail
+
+if TYPE_CHECKING:
+    from .context import ToolContext
+
+JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
+
+# The service's validation detail: a location (here relative to the step) and a message.
+Problem = Detail
+
+EXPRESSION_PREFIX = "$ "
+
+# Values shorter than this are not scrubbed from messages: replacing every "ab" would make
+# the text unreadable, and a value that short is no secret worth the name.
+MIN_SCRUB_LENGTH = 4
+
+
+class ToolError(Exception):
+    """A tool call failed; ``message`` is safe to show to the task's author."""
+
+    code = "tool_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The error as a step's ``error`` field."""
+        out: dict[str, JSON] = {"code": self.code, "message": self.message}
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+
+class InvalidArguments(ToolError):
+    """The evaluated arguments do not fit the operation."""
+
+    code = "invalid_arguments"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        listed = "; ".join(f"{p.location}: {p.message}" for p in problems)
+        super().__init__(f"invalid arguments: {listed}")
+
+
+def scrub(text: str, *values: str | None) -> str:
+    """``text`` with every occurrence of each value replaced by ``[hidden]``."""
+    for value in sorted((v for v in values if v), key=len, reverse=True):
+        if len(value) >= MIN_SCRUB_LENGTH:
+            text = text.replace(value, "[hidden]")
+    return text
+
+
+def is_expression(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(EXPRESSION_PREFIX)
+
+
+# -- argument specifications ---------------------------------------------------------------
+
+Kind = Literal["string", "integer", "number", "boolean", "object", "array", "null"]
+
+_ARTICLE = {"integer": "an integer", "object": "an object", "array": "an array"}
+
+
+def _kind_of(value: object) -> Kind | None:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return None
+
+
+def _fits(kind: Kind | None, kinds: tuple[Kind, ...]) -> bool:
+    # an integer is a number too; a float with no fraction is not an integer
+    return kind in kinds or (kind == "integer" and "number" in kinds)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """What one argument may be. No ``kinds`` means any JSON value.
+
+    ``fields`` describes an object's known keys (others are problems unless ``open``);
+    ``values`` describes every item of an array, or every value of an object that has no
+    ``fields`` (a map such as HTTP headers). ``choices`` compare case-insensitively.
+    """
+
+    kinds: tuple[Kind, ...] = ()
+    required: bool = False
+    fields: Mapping[str, Arg] | None = None
+    open: bool = False
+    values: Arg | None = None
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def check(self, value: object, location: str, *, run_time: bool) -> list[Problem]:
+        """Problems of ``value`` at ``location``; before run time expressions fit anything."""
+        if not run_time and is_expression(value):
+            return []
+        kind = _kind_of(value)
+        if self.kinds and not _fits(kind, self.kinds):
+            names = [_ARTICLE.get(k, f"a {k}") for k in self.kinds]
+            return [Problem(location, f"must be {' or '.join(names)}")]
+        if isinstance(value, str) and self.choices and not self._chosen(value):
+            return [Problem(location, f"must be one of {', '.join(self.choices)}")]
+        if kind in ("integer", "number"):
+            return self._check_range(value, location)
+        if isinstance(value, Mapping):
+            return self._check_object(value, location, run_time=run_time)
+        if isinstance(value, list | tuple) and self.values is not None:
+            problems: list[Problem] = []
+            for index, item in enumerate(value):
+                problems += self.values.check(item, f"{location}[{index}]", run_time=run_time)
+            return problems
+        return []
+
+    def _chosen(self, value: str) -> bool:
+        return value.casefold() in {c.casefold() for c in self.choices}
+
+    def _check_range(self, value: object, location: str) -> list[Problem]:
+        assert isinstance(value, int | float)
+        if isinstance(value, float) and not math.isfinite(value):
+            return [Problem(location, "must be a finite number")]
+        if self.minimum is not None and value < self.minimum:
+            return [Problem(location, f"must be at least {self.minimum:g}")]
+        if self.maximum is not None and value > self.maximum:
+            return [Problem(location, f"must be at most {self.maximum:g}")]
+        return []
+
+    def _check_object(
+        self, value: Mapping[Any, Any], location: str, *, run_time: bool
+    ) -> list[Problem]:
+        problems: list[Problem] = []
+        if self.fields is not None:
+            for name, spec in self.fields.items():
+                if spec.required and name not in value:
+                    problems.append(Problem(f"{location}.{name}", "is required"))
+        for key, item in value.items():
+            where = f"{location}.{key}"
+            if not isinstance(key, str):
+                problems.append(Problem(location, "keys must be strings"))
+            elif self.fields is not None and key in self.fields:
+                problems += self.fields[key].check(item, where, run_time=run_time)
+            elif self.fields is not None and not self.open:
+                problems.append(Problem(where, "is not an argument of this operation"))
+            elif self.values is not None:
+                problems += self.values.check(item, where, run_time=run_time)
+        return problems
+
+
+# -- tools and the registry ----------------------------------------------------------------
+
+Runner = Callable[[dict[str, Any], "str | None", "ToolContext"], JSON]
+CrossCheck = Callable[[Mapping[str, Any]], list[Problem]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation of a tool.
+
+    ``arguments`` is the spec of the arguments object (location ``arguments``);
+    ``cross_check`` adds problems that involve several arguments (it sees the arguments
+    only once they fit the spec, and must treat expression strings as unknown);
+    ``run`` does the work with evaluated arguments, the credential and the context.
+    """
+
+    name: str
+    arguments: Arg
+    run: Runner
+    cross_check: CrossCheck | None = None
+
+    def problems(self, arguments: object, *, run_time: bool) -> list[Problem]:
+        if arguments is None:
+            arguments = {}
+        problems = self.arguments.check(arguments, "arguments", run_time=run_time)
+        if not problems and self.cross_check is not None and isinstance(arguments, Mapping):
+            problems = self.cross_check(arguments)
+        return problems
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A named set of operations, e.g. ``openai`` with ``chat``."""
+
+    name: str
+    operations: Mapping[str, Operation] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, name: str, *operations: Operation) -> Tool:
+        return cls(name, {op.name: op for op in operations})
+
+    def validate(self, operation: str, arguments: object) -> list[Problem]:
+        """Problems of a step as written (expressions unevaluated); empty when it is fine."""
+        op = self.operations.get(operation)
+        if op is None:
+            known = ", ".join(sorted(self.operations))
+            return [Problem("operation", f"tool {self.name} has no such operation (has {known})")]
+        return op.problems(arguments, run_time=False)
+
+    def call(
+        self,
+        operation: str,
+        arguments: Mapping[str, Any] | None,
+        credential: str | None,
+        context: ToolContext,
+    ) -> JSON:
+        """Run ``operation`` with evaluated ``arguments``; raises :class:`ToolError`."""
+        op = self.operations.get(operation)
+        if op is None:
+            raise ToolError(f"tool {self.name} has no operation {operation}")
+        problems = op.problems(arguments, run_time=True)
+        if problems:
+            raise InvalidArguments(problems)
+        return op.run(dict(arguments or {}), credential, context)
+
+
+class Registry:
+    """The tools a task step may name."""
+
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools = {tool.name: tool for tool in tools}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._tools))
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def validate(self, tool: str, operation: str, arguments: object) -> list[Problem]:
+        found = self._tools.get(tool)
+        if found is None:
+            return [Problem("tool", f"no such tool (known: {', '.join(self.names)})")]
+        return found.validate(operation, arguments)
+
+    def call(
+        self,
+        tool: str,
+        operation: str,
+        arguments: Mapping[str, Any] | None,
+        credential: str | None,
+        context: ToolContext,
+    ) -> JSON:
+        found = self._tools.get(tool)
+        if found is None:
+            raise ToolError(f"no such tool: {tool}")
+        return found.call(operation, arguments, credential, context)
