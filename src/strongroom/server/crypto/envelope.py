@@ -55,5 +55,15 @@ def value_aad(tenant_id: str, secret_id: str, version: int) -> bytes:
     )
 
 
+def blob_aad(kind: str, context: tuple[str, ...]) -> bytes:
+    """Associated data of a sealed blob, e.g. ``strongroom|step|v1|<tenant>|<execution>|<i>``."""
+    return b"|".join((b"strongroom", kind.encode(), b"v1", *(part.encode() for part in context)))
+
+
+def blob_dek_aad(kind: str, context: tuple[str, ...]) -> bytes:
+    """Associated data of a sealed blob's wrapped data key (``<kind>-dek``)."""
+    return blob_aad(f"{kind}-dek", context)
+
+
 BARRIER_AAD = b"strongroom|barrier|v1"
 BARRIER_PLAINTEXT = b"strongroom barrier verifier"

@@ -17,6 +17,13 @@ from ..storage.base import KeyringEntry, NameTaken, Sealed, Store, StoredVersion
 from . import envelope
 from .envelope import IntegrityFailure
 
+# A task step's full result, sealed while its execution runs (see tasks/runner.py).
+STEP_RESULT = "step"
+
+
+def step_result_context(tenant_id: str, execution_id: str, index: int) -> tuple[str, ...]:
+    return (tenant_id, execution_id, str(index))
+
 
 class UnsealError(Exception):
     """The keyring cannot be opened; the server must not start."""
@@ -142,3 +149,37 @@ class Keyring:
             envelope.dek_aad(stored.tenant_id, stored.secret_id, stored.version),
         )
         return Sealed(kek_id, wrapped, stored.sealed.ciphertext)
+
+    # -- other sealed data ----------------------------------------------------------------
+    # Anything else that may hold secret-derived plaintext (a task step's full result) is
+    # sealed the same way: its own DEK, wrapped by the active KEK, with associated data
+    # naming its kind and the row it belongs to, so it cannot be moved or confused with a
+    # secret value.
+    def seal_blob(
+        self, tx: Transaction, kind: str, context: tuple[str, ...], plaintext: bytes
+    ) -> Sealed:
+        kek_id = tx.active_kek_id()
+        dek = envelope.new_key()
+        wrapped = envelope.encrypt(self._kek(kek_id), dek, envelope.blob_dek_aad(kind, context))
+        ciphertext = envelope.encrypt(AESGCM(dek), plaintext, envelope.blob_aad(kind, context))
+        return Sealed(kek_id, wrapped, ciphertext)
+
+    def _blob_dek(self, sealed: Sealed, kind: str, context: tuple[str, ...]) -> bytes:
+        return envelope.decrypt(
+            self._kek(sealed.kek_id), sealed.wrapped_dek, envelope.blob_dek_aad(kind, context)
+        )
+
+    def open_blob(self, sealed: Sealed, kind: str, context: tuple[str, ...]) -> bytes:
+        """The plaintext of a sealed blob; ``IntegrityFailure`` if altered or moved."""
+        dek = self._blob_dek(sealed, kind, context)
+        return envelope.decrypt(AESGCM(dek), sealed.ciphertext, envelope.blob_aad(kind, context))
+
+    def rewrap_blob(
+        self, sealed: Sealed, kind: str, context: tuple[str, ...], kek_id: int
+    ) -> Sealed:
+        wrapped = envelope.encrypt(
+            self._kek(kek_id),
+            self._blob_dek(sealed, kind, context),
+            envelope.blob_dek_aad(kind, context),
+        )
+        return Sealed(kek_id, wrapped, sealed.ciphertext)

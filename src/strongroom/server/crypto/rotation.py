@@ -1,5 +1,8 @@
 """KEK rotation: add a new active KEK, rewrap every data key under it, retire the rest.
 
+Data keys are those of secret versions and those of the step results that running task
+executions hold sealed (few, and wiped when their execution ends).
+
 Each batch commits on its own and swaps a version's (KEK id, wrapped DEK) pair in one
 row update, so a crash leaves every version readable under a KEK still in the keyring.
 Running the rotation again resumes the unfinished one instead of adding another KEK.
@@ -12,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..storage.base import Store
-from .keyring import Keyring
+from .keyring import STEP_RESULT, Keyring, step_result_context
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def rotate(
             active = tx.active_kek_id()
             others = [e.id for e in tx.keyring_entries() if e.id != active]
             batch = tx.versions_under_keks(others, batch_size) if others else []
-            if not batch:
+            results = tx.step_results_under_keks(others, batch_size) if others and not batch else []
+            if not batch and not results:
                 retired = [e.id for e in tx.keyring_entries() if e.state == "draining"]
                 for kek_id in retired:
                     tx.set_keyring_state(kek_id, "retired", dt.datetime.now(dt.UTC))
@@ -65,6 +69,14 @@ def rotate(
                     stored.sealed.kek_id,
                     keyring.rewrap(stored, active),
                 )
-        rewrapped += len(batch)
+            for result in results:
+                context = step_result_context(result.tenant_id, result.execution_id, result.index)
+                tx.replace_step_wrapped_dek(
+                    result.execution_id,
+                    result.index,
+                    result.sealed.kek_id,
+                    keyring.rewrap_blob(result.sealed, STEP_RESULT, context, active),
+                )
+        rewrapped += len(batch) + len(results)
         if on_batch is not None:
             on_batch(rewrapped)

@@ -110,6 +110,60 @@ class AuditEvent:
     id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    id: str
+    tenant_id: str
+    name: str | None
+    description: str | None
+    steps: list[dict[str, Any]]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionRecord:
+    """One run of a task. ``output`` and ``error`` are stored redacted."""
+
+    id: str
+    tenant_id: str
+    task_id: str
+    status: str  # queued, running, succeeded, failed, cancelled
+    steps: list[dict[str, Any]]  # the task's steps when the run was created
+    input: Any
+    output: Any
+    error: Any
+    created_by: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One step of a run: its redacted output or error, and its full result sealed
+    (``None`` once the run has ended, or while the step has no result)."""
+
+    execution_id: str
+    index: int
+    kind: str
+    status: str  # running, succeeded, failed
+    output: Any = None
+    error: Any = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    sealed: Sealed | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStepResult:
+    """A sealed step result with the identifiers its associated data binds to."""
+
+    tenant_id: str
+    execution_id: str
+    index: int
+    sealed: Sealed
+
+
 T = TypeVar("T")
 
 
@@ -219,6 +273,78 @@ class Transaction(ABC):
 
     @abstractmethod
     def list_versions(self, secret_id: str) -> list[VersionRecord]: ...
+
+    # -- tasks ----------------------------------------------------------------------------
+    @abstractmethod
+    def insert_task(self, task: TaskRecord) -> None: ...
+
+    @abstractmethod
+    def task_by_id(self, tenant_id: str, task_id: str) -> TaskRecord | None: ...
+
+    @abstractmethod
+    def list_tasks(self, tenant_id: str, *, limit: int, offset: int) -> Page[TaskRecord]:
+        """The tenant's tasks, oldest first."""
+
+    @abstractmethod
+    def delete_task(self, task_id: str) -> None:
+        """Delete the task; its executions stay (they hold their own copy of the steps)."""
+
+    # -- executions -----------------------------------------------------------------------
+    @abstractmethod
+    def insert_execution(self, execution: ExecutionRecord) -> None: ...
+
+    @abstractmethod
+    def execution_by_id(
+        self, execution_id: str, tenant_id: str | None = None, *, for_update: bool = False
+    ) -> ExecutionRecord | None:
+        """The execution, if it exists (and belongs to ``tenant_id`` when given)."""
+
+    @abstractmethod
+    def list_executions(
+        self, tenant_id: str, *, task_id: str | None, limit: int, offset: int
+    ) -> Page[ExecutionRecord]:
+        """The tenant's executions (of one task when given), newest first."""
+
+    @abstractmethod
+    def unfinished_execution_ids(self, limit: int) -> list[str]:
+        """Executions still queued or running, oldest first."""
+
+    @abstractmethod
+    def set_execution_status(
+        self,
+        execution_id: str,
+        status: str,
+        at: dt.datetime,
+        *,
+        only_from: tuple[str, ...],
+        output: Any = None,
+        error: Any = None,
+    ) -> bool:
+        """Move an execution to ``status`` (writing ``output`` and ``error``) if its status is
+        one of ``only_from``; False when it was not."""
+
+    # -- execution steps ------------------------------------------------------------------
+    @abstractmethod
+    def execution_steps(self, execution_id: str) -> list[StepRecord]:
+        """The execution's step records, by index."""
+
+    @abstractmethod
+    def save_step(self, step: StepRecord) -> None:
+        """Insert the step record, or replace the one with its execution id and index."""
+
+    @abstractmethod
+    def wipe_step_results(self, execution_id: str) -> None:
+        """Drop every sealed step result of the execution (it has ended)."""
+
+    @abstractmethod
+    def step_results_under_keks(self, kek_ids: list[int], limit: int) -> list[StoredStepResult]:
+        """Up to ``limit`` sealed step results whose data key is under one of ``kek_ids``."""
+
+    @abstractmethod
+    def replace_step_wrapped_dek(
+        self, execution_id: str, index: int, old_kek_id: int, new: Sealed
+    ) -> bool:
+        """Swap one step result's wrapped data key, if it is still under ``old_kek_id``."""
 
     # -- audit ----------------------------------------------------------------------------
     @abstractmethod

@@ -144,3 +144,58 @@ audit_events = sa.Table(
     sa.Index("ix_audit_tenant_secret", "tenant_id", "secret_name", "id"),
     sa.Index("ix_audit_tenant_action", "tenant_id", "action", "id"),
 )
+
+# -- tasks and executions ---------------------------------------------------------------------
+# Step definitions, inputs and outputs are JSON text. Outputs and errors are stored redacted;
+# a step's full result (which may hold secret-derived values) only as ciphertext, sealed by
+# the keyring like a secret value, and wiped when the execution ends.
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("name", sa.String(200), nullable=True),
+    sa.Column("description", sa.Text(), nullable=True),
+    sa.Column("steps_json", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_tasks_tenant", "tenant_id", "id"),
+)
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    # No foreign key: deleting a task keeps the record of its runs.
+    sa.Column("task_id", Id, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    # The task's steps when the execution was created: a run never sees a later change.
+    sa.Column("steps_json", sa.Text(), nullable=False),
+    sa.Column("input_json", sa.Text(), nullable=True),
+    sa.Column("output_json", sa.Text(), nullable=True),
+    sa.Column("error_json", sa.Text(), nullable=True),
+    sa.Column("created_by", Id, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_executions_tenant", "tenant_id", "id"),
+    sa.Index("ix_executions_tenant_task", "tenant_id", "task_id", "id"),
+    sa.Index("ix_executions_status", "status"),
+)
+
+execution_steps = sa.Table(
+    "execution_steps",
+    metadata,
+    sa.Column("execution_id", Id, sa.ForeignKey("executions.id"), primary_key=True),
+    sa.Column("idx", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("output_json", sa.Text(), nullable=True),
+    sa.Column("error_json", sa.Text(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Column("kek_id", sa.Integer(), nullable=True),
+    sa.Column("wrapped_dek", sa.LargeBinary(), nullable=True),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=True),
+    sa.Index("ix_execution_steps_kek", "kek_id"),
+)

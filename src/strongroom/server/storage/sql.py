@@ -22,14 +22,18 @@ from . import schema as t
 from .base import (
     ApiKeyRecord,
     AuditEvent,
+    ExecutionRecord,
     KeyringEntry,
     NameTaken,
     Page,
     Sealed,
     SecretRecord,
+    StepRecord,
     StorageUnavailable,
     Store,
+    StoredStepResult,
     StoredVersion,
+    TaskRecord,
     Tenant,
     Transaction,
     VersionRecord,
@@ -94,6 +98,61 @@ def _stored_version(row: Row[Any]) -> StoredVersion:
             kek_id=row.kek_id, wrapped_dek=bytes(row.wrapped_dek), ciphertext=bytes(row.ciphertext)
         ),
     )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _task(row: Row[Any]) -> TaskRecord:
+    return TaskRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        description=row.description,
+        steps=json.loads(row.steps_json),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _execution(row: Row[Any]) -> ExecutionRecord:
+    return ExecutionRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        task_id=row.task_id,
+        status=row.status,
+        steps=json.loads(row.steps_json),
+        input=json.loads(row.input_json) if row.input_json is not None else None,
+        output=json.loads(row.output_json) if row.output_json is not None else None,
+        error=json.loads(row.error_json) if row.error_json is not None else None,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _sealed_or_none(row: Row[Any]) -> Sealed | None:
+    if row.ciphertext is None:
+        return None
+    return Sealed(row.kek_id, bytes(row.wrapped_dek), bytes(row.ciphertext))
+
+
+def _step(row: Row[Any]) -> StepRecord:
+    return StepRecord(
+        execution_id=row.execution_id,
+        index=row.idx,
+        kind=row.kind,
+        status=row.status,
+        output=json.loads(row.output_json) if row.output_json is not None else None,
+        error=json.loads(row.error_json) if row.error_json is not None else None,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        sealed=_sealed_or_none(row),
+    )
+
+
+_UNFINISHED = ("queued", "running")
 
 
 _API_KEY_COLUMNS = (*t.api_keys.c, t.tenants.c.name.label("tenant_name"))
@@ -354,6 +413,171 @@ class SQLTransaction(Transaction):
             VersionRecord(r.secret_id, r.version, r.created_at, r.created_by)
             for r in self.conn.execute(stmt)
         ]
+
+    # -- tasks ----------------------------------------------------------------------------
+    def insert_task(self, task: TaskRecord) -> None:
+        self.conn.execute(
+            t.tasks.insert().values(
+                id=task.id,
+                tenant_id=task.tenant_id,
+                name=task.name,
+                description=task.description,
+                steps_json=_dumps(task.steps),
+                created_at=task.created_at,
+                updated_at=task.updated_at,
+            )
+        )
+
+    def task_by_id(self, tenant_id: str, task_id: str) -> TaskRecord | None:
+        row = self._one(
+            sa.select(t.tasks).where(t.tasks.c.tenant_id == tenant_id, t.tasks.c.id == task_id)
+        )
+        return _task(row) if row else None
+
+    def list_tasks(self, tenant_id: str, *, limit: int, offset: int) -> Page[TaskRecord]:
+        stmt = (
+            sa.select(t.tasks)
+            .where(t.tasks.c.tenant_id == tenant_id)
+            .order_by(t.tasks.c.id)
+            .limit(limit + 1)
+            .offset(offset)
+        )
+        rows = self.conn.execute(stmt).all()
+        return Page([_task(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    def delete_task(self, task_id: str) -> None:
+        self.conn.execute(t.tasks.delete().where(t.tasks.c.id == task_id))
+
+    # -- executions -----------------------------------------------------------------------
+    def insert_execution(self, execution: ExecutionRecord) -> None:
+        self.conn.execute(
+            t.executions.insert().values(
+                id=execution.id,
+                tenant_id=execution.tenant_id,
+                task_id=execution.task_id,
+                status=execution.status,
+                steps_json=_dumps(execution.steps),
+                input_json=_dumps(execution.input),
+                output_json=_dumps(execution.output),
+                error_json=_dumps(execution.error),
+                created_by=execution.created_by,
+                created_at=execution.created_at,
+                updated_at=execution.updated_at,
+            )
+        )
+
+    def execution_by_id(
+        self, execution_id: str, tenant_id: str | None = None, *, for_update: bool = False
+    ) -> ExecutionRecord | None:
+        stmt = sa.select(t.executions).where(t.executions.c.id == execution_id)
+        if tenant_id is not None:
+            stmt = stmt.where(t.executions.c.tenant_id == tenant_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self._one(stmt)
+        return _execution(row) if row else None
+
+    def list_executions(
+        self, tenant_id: str, *, task_id: str | None, limit: int, offset: int
+    ) -> Page[ExecutionRecord]:
+        e = t.executions.c
+        stmt = sa.select(t.executions).where(e.tenant_id == tenant_id)
+        if task_id is not None:
+            stmt = stmt.where(e.task_id == task_id)
+        stmt = stmt.order_by(e.id.desc()).limit(limit + 1).offset(offset)
+        rows = self.conn.execute(stmt).all()
+        return Page([_execution(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    def unfinished_execution_ids(self, limit: int) -> list[str]:
+        e = t.executions.c
+        stmt = sa.select(e.id).where(e.status.in_(_UNFINISHED)).order_by(e.id).limit(limit)
+        return [row.id for row in self.conn.execute(stmt)]
+
+    def set_execution_status(
+        self,
+        execution_id: str,
+        status: str,
+        at: dt.datetime,
+        *,
+        only_from: tuple[str, ...],
+        output: Any = None,
+        error: Any = None,
+    ) -> bool:
+        e = t.executions.c
+        result = self.conn.execute(
+            t.executions.update()
+            .where(e.id == execution_id, e.status.in_(only_from))
+            .values(
+                status=status, updated_at=at, output_json=_dumps(output), error_json=_dumps(error)
+            )
+        )
+        return result.rowcount == 1
+
+    # -- execution steps ------------------------------------------------------------------
+    def execution_steps(self, execution_id: str) -> list[StepRecord]:
+        s = t.execution_steps.c
+        stmt = sa.select(t.execution_steps).where(s.execution_id == execution_id).order_by(s.idx)
+        return [_step(row) for row in self.conn.execute(stmt)]
+
+    def save_step(self, step: StepRecord) -> None:
+        s = t.execution_steps.c
+        values = {
+            "kind": step.kind,
+            "status": step.status,
+            "output_json": _dumps(step.output),
+            "error_json": _dumps(step.error),
+            "started_at": step.started_at,
+            "finished_at": step.finished_at,
+            "kek_id": step.sealed.kek_id if step.sealed else None,
+            "wrapped_dek": step.sealed.wrapped_dek if step.sealed else None,
+            "ciphertext": step.sealed.ciphertext if step.sealed else None,
+        }
+        result = self.conn.execute(
+            t.execution_steps.update()
+            .where(s.execution_id == step.execution_id, s.idx == step.index)
+            .values(**values)
+        )
+        if result.rowcount == 0:
+            self.conn.execute(
+                t.execution_steps.insert().values(
+                    execution_id=step.execution_id, idx=step.index, **values
+                )
+            )
+
+    def wipe_step_results(self, execution_id: str) -> None:
+        s = t.execution_steps.c
+        self.conn.execute(
+            t.execution_steps.update()
+            .where(s.execution_id == execution_id, s.ciphertext.is_not(None))
+            .values(kek_id=None, wrapped_dek=None, ciphertext=None)
+        )
+
+    def step_results_under_keks(self, kek_ids: list[int], limit: int) -> list[StoredStepResult]:
+        s = t.execution_steps.c
+        stmt = (
+            sa.select(t.execution_steps, t.executions.c.tenant_id)
+            .select_from(t.execution_steps.join(t.executions, t.executions.c.id == s.execution_id))
+            .where(s.kek_id.in_(kek_ids), s.ciphertext.is_not(None))
+            .order_by(s.execution_id, s.idx)
+            .limit(limit)
+        )
+        found = []
+        for row in self.conn.execute(stmt):
+            sealed = _sealed_or_none(row)
+            assert sealed is not None
+            found.append(StoredStepResult(row.tenant_id, row.execution_id, row.idx, sealed))
+        return found
+
+    def replace_step_wrapped_dek(
+        self, execution_id: str, index: int, old_kek_id: int, new: Sealed
+    ) -> bool:
+        s = t.execution_steps.c
+        result = self.conn.execute(
+            t.execution_steps.update()
+            .where(s.execution_id == execution_id, s.idx == index, s.kek_id == old_kek_id)
+            .values(kek_id=new.kek_id, wrapped_dek=new.wrapped_dek)
+        )
+        return result.rowcount == 1
 
     # -- audit ----------------------------------------------------------------------------
     def insert_audit_event(self, event: AuditEvent) -> None:
