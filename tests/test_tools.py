@@ -170,11 +170,9 @@ def test_one_problem_per_bad_argument_with_its_location() -> None:
         "arguments.connection.port",
         "arguments.max_rows",
         "arguments.params",
-        "arguments.query",
         "arguments.read_only",
     ]
     by_location = {p.location: p.message for p in problems}
-    assert by_location["arguments.query"] == "is required"
     assert by_location["arguments.max_rows"] == "must be at most 10000"
     assert by_location["arguments.connection.port"] == "must be an integer or a string"
 
@@ -202,10 +200,10 @@ def test_the_guides_steps_validate_with_expressions_standing_for_any_value() -> 
     assert REGISTRY.validate("http", "request", {"url": "$ outputs.api_url", "json": "$ _"}) == []
 
 
-def test_a_database_step_without_a_query_is_a_problem() -> None:
+def test_a_database_step_without_a_query_is_a_connection_check() -> None:
     # the guide's "Working with Async/Await" step has no arguments at all
-    problems = REGISTRY.validate("database", "query", None)
-    assert [(p.location, p.message) for p in problems] == [("arguments.query", "is required")]
+    assert REGISTRY.validate("database", "query", None) == []
+    assert REGISTRY.validate("database", "query", {"connection": {"url": "$ inputs"}}) == []
 
 
 def test_openai_argument_problems() -> None:
@@ -742,6 +740,14 @@ def test_postgres_query_with_a_url_and_with_the_credential_as_url(pg: Pg) -> Non
     query = {"query": "SELECT id FROM tool_people WHERE id = 1"}
     assert call("database", "query", {**query, "connection": {"url": pg.url}})["rows"] == [[1]]
     assert call("database", "query", query, pg.url)["rows"] == [[1]]
+
+
+def test_postgres_without_a_query_checks_the_connection_the_credential_names(pg: Pg) -> None:
+    # the guide's step: only a secret_name, whose value is the database's URL
+    got = call("database", "query", {}, pg.url)
+    assert (got["columns"], got["rows"], got["row_count"]) == (["?column?"], [[1]], 1)
+    with pytest.raises(InvalidArguments, match="connection"):
+        call("database", "query", {}, "complex-password-123")  # a password, and no host
 
 
 def test_postgres_credential_is_the_password_when_the_connection_has_none(pg: Pg) -> None:

@@ -2,8 +2,10 @@
 
 Arguments:
 
-- ``query`` (required): one statement. Several statements in one string are refused by
-  both databases (PostgreSQL runs it over the extended protocol).
+- ``query``: one statement. Several statements in one string are refused by both
+  databases (PostgreSQL runs it over the extended protocol). Without one the step checks
+  the connection (``SELECT 1``): the product guide's step that names only a
+  ``secret_name`` is such a check.
 - ``params``: bound parameters, never formatted into the text: a list for positional
   placeholders, an object for named ones. Placeholders are the driver's own: ``%s`` and
   ``%(name)s`` on PostgreSQL (a literal ``%`` is then written ``%%``), ``?`` and ``:name``
@@ -92,6 +94,7 @@ MAX_ROWS = 10_000
 DEFAULT_TIMEOUT = 10.0
 MAX_TIMEOUT = 300.0
 CONNECT_TIMEOUT = 10.0
+CONNECTION_CHECK = "SELECT 1"
 DEFAULT_PORT = 5432
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SQLITE_SCHEME = "sqlite:///"
@@ -118,7 +121,7 @@ _CONNECTION = Arg(
 ARGUMENTS = Arg(
     ("object",),
     fields={
-        "query": Arg(("string",), required=True),
+        "query": Arg(("string",)),
         "params": Arg(("array", "object")),
         "connection": _CONNECTION,
         "max_rows": Arg(("integer",), minimum=1, maximum=MAX_ROWS),
@@ -513,6 +516,8 @@ def _sqlite_query(target: _Sqlite, arguments: Mapping[str, Any], context: ToolCo
 
 def query(arguments: dict[str, Any], credential: str | None, context: ToolContext) -> JSON:
     """Run the statement; the result is ``{"columns", "rows", "row_count", "truncated"}``."""
+    if arguments.get("query") is None:
+        arguments = {**arguments, "query": CONNECTION_CHECK}
     target = _target(arguments.get("connection"), credential)
     if isinstance(target, _Sqlite):
         return _sqlite_query(target, arguments, context)
