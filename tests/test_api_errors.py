@@ -298,6 +298,13 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "/v1/secrets/{name}": ["delete", "get", "patch", "put"],
         "/v1/secrets/{name}/versions": ["get"],
         "/v1/audit": ["get"],
+        "/v1/tasks": ["get", "post"],
+        "/v1/tasks/{task_id}": ["delete", "get"],
+        "/v1/tasks/{task_id}/executions": ["post"],
+        "/v1/executions": ["get"],
+        "/v1/executions/{execution_id}": ["get"],
+        "/v1/executions/{execution_id}/steps": ["get"],
+        "/v1/executions/{execution_id}/cancel": ["post"],
     }
     schemas = spec["components"]["schemas"]
 
@@ -315,6 +322,9 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
     assert ref("/v1/secrets/{name}/versions", "get", "200") == "SecretVersionList"
     assert ref("/v1/audit", "get", "200") == "AuditList"
     assert ref("/healthz", "get", "200") == "Health"
+    assert ref("/v1/tasks", "post", "201") == "CreatedTask"
+    assert ref("/v1/tasks/{task_id}/executions", "post", "201") == "Execution"
+    assert ref("/v1/executions/{execution_id}/steps", "get", "200") == "ExecutionStepList"
 
     secret = schemas["Secret"]
     assert set(secret["properties"]) == {

@@ -7,7 +7,7 @@ import click
 from .. import __version__
 from .run import run
 from .secrets import secrets
-from .server_commands import keys, master_key, migrate, serve
+from .server_commands import keys, master_key, migrate, serve, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +20,7 @@ def cli() -> None:
 
 
 cli.add_command(serve)
+cli.add_command(worker)
 cli.add_command(migrate)
 cli.add_command(keys)
 cli.add_command(master_key)

@@ -1,4 +1,4 @@
-"""Commands that run or administer a server: serve, migrate, keys, master-key.
+"""Commands that run or administer a server: serve, worker, migrate, keys, master-key.
 
 They read the same ``STRONGROOM_*`` settings as the server and talk to its database
 directly, so they need the server extra (``pip install 'strongroom[server]'``).
@@ -107,14 +107,53 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
 
     from ..server.app import create_app
 
-    uvicorn.run(
-        create_app(services),
-        host=host or settings.host,
-        port=settings.port if port is None else port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    engine = start_engine_or_fail(services)
+    try:
+        uvicorn.run(
+            create_app(services),
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+    finally:
+        engine.stop()
+        services.store.close()
+
+
+def start_engine_or_fail(services: Any) -> Any:
+    from ..server.app import start_engine
+
+    try:
+        return start_engine(services)
+    except Exception as exc:
+        fail(f"cannot start the execution engine: {type(exc).__name__}: {str(exc)[:300]}")
+
+
+@click.command()
+def worker() -> None:
+    """Run task executions without serving HTTP (PostgreSQL: any number, each with its own
+    STRONGROOM_EXECUTOR_ID)."""
+    import signal
+    import threading
+
+    settings = load_settings()
+    from ..server.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    services = open_services_or_fail(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    engine = start_engine_or_fail(services)
+    err.print(f"worker {settings.executor_id} is running executions", highlight=False)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        engine.stop()
+        services.store.close()
 
 
 @click.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -10,6 +11,7 @@ from .. import __version__
 from .api import audit as audit_routes
 from .api import health
 from .api import secrets as secret_routes
+from .api import tasks as task_routes
 from .api.deps import Services
 from .api.errors import install_error_handlers
 from .api.middleware import BodyLimit, RequestContext
@@ -18,6 +20,12 @@ from .crypto.masterkey import key_file_is_private
 from .secrets import SecretService
 from .settings import Settings
 from .storage import Store, open_store
+from .tasks.runner import Runner
+from .tasks.service import TaskService
+from .tasks.tools import EgressPolicy, ToolConfig
+
+if TYPE_CHECKING:
+    from .tasks.engine import DurableEngine
 
 log = logging.getLogger("strongroom.server")
 
@@ -53,7 +61,27 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
     except BaseException:
         store.close()
         raise
-    return Services(settings, store, keyring, SecretService(store, keyring))
+    return Services(settings, store, keyring, SecretService(store, keyring), TaskService(store))
+
+
+def tool_config(settings: Settings) -> ToolConfig:
+    """What task tools may reach and where, from the server settings."""
+    return ToolConfig(
+        egress=EgressPolicy.parse(settings.egress_allow),
+        openai_base_url=settings.openai_base_url,
+        sqlite_dir=settings.tool_sqlite_dir,
+    )
+
+
+def start_engine(services: Services) -> DurableEngine:
+    """Start this process's execution engine; executions created here go to it."""
+    from .tasks.engine import DurableEngine
+
+    runner = Runner(services.store, services.keyring, tool_config(services.settings))
+    engine = DurableEngine(runner, services.settings.database_url, services.settings.executor_id)
+    engine.start()
+    services.tasks.engine = engine
+    return engine
 
 
 def create_app(services: Services) -> FastAPI:
@@ -72,6 +100,8 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(health.router)
     app.include_router(secret_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(task_routes.router)
+    app.include_router(task_routes.executions_router)
     # Added last runs first: the request id exists before the body is counted.
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     app.add_middleware(RequestContext)

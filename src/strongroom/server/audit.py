@@ -1,4 +1,8 @@
-"""The audit trail: who did what to which secret, when, and how it ended. Never a value."""
+"""The audit trail: who did what to which secret, when, and how it ended. Never a value.
+
+Task runs read secrets too: each such read is a ``secret.read`` whose detail names the
+execution and step, recorded in the transaction that decrypts the value.
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,10 @@ class Action(StrEnum):
     RENAME = "secret.rename"
     DELETE = "secret.delete"
     AUDIT_READ = "audit.read"
+    TASK_CREATE = "task.create"
+    TASK_DELETE = "task.delete"
+    TASK_EXECUTE = "task.execute"
+    EXECUTION_CANCEL = "execution.cancel"
 
 
 @dataclass(frozen=True, slots=True)

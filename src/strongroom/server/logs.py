@@ -1,7 +1,9 @@
 """Structured JSON logs, one object per line, each tagged with the request it serves.
 
 The standard library's logging does the routing; this module only formats. Nothing in
-the server logs a request or response body, so secret values cannot reach a log line.
+the server logs a request or response body, so secret values cannot reach a log line; and
+while a task step runs, a :class:`~strongroom.server.redact.RedactingFilter` on the handler
+scrubs every record with the step's redactor.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 import logging
 import sys
 from typing import Any
+
+from .redact import RedactingFilter
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "strongroom_request_id", default=None
@@ -43,12 +47,17 @@ class JSONFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            # RedactingFilter formats (and redacts) the exception itself and clears exc_info
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
+    # While a task step runs, its redactor scrubs every record before it is formatted.
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -31,3 +31,19 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL", description="SQLite fsync policy: FULL survives power loss, NORMAL is faster"
     )
+    # -- tasks ------------------------------------------------------------------------------
+    egress_allow: str = Field(
+        "", description="hosts, IPs and CIDRs task tools may reach beyond the public internet"
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", description="where openai/chat steps send requests"
+    )
+    tool_sqlite_dir: Path | None = Field(
+        None, description="directory database/query steps may open SQLite files in (off if unset)"
+    )
+    executor_id: str = Field(
+        "local",
+        min_length=1,
+        max_length=128,
+        description="this process's stable id in the execution engine (one per worker)",
+    )

@@ -15,6 +15,7 @@ from ..logs import request_id_var
 from ..secrets import SecretService
 from ..settings import Settings
 from ..storage import Store
+from ..tasks.service import TaskService
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Services:
     store: Store
     keyring: Keyring
     secrets: SecretService
+    tasks: TaskService
 
 
 def services(request: Request) -> Services:

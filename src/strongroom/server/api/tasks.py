@@ -1,0 +1,187 @@
+"""Routes under ``/v1/tasks`` and ``/v1/executions`` (scope ``tasks:run``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from ..audit import Caller
+from ..storage.base import ExecutionRecord, StepRecord, TaskRecord
+from . import task_schemas as schemas
+from .deps import Services, authenticate, services
+from .schemas import error_responses
+
+router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+executions_router = APIRouter(prefix="/v1/executions", tags=["executions"])
+
+Auth = Annotated[Caller, Depends(authenticate)]
+Svc = Annotated[Services, Depends(services)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+
+_COMMON = (401, 403, 422)
+
+
+def task_out(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "name": task.name,
+        "description": task.description,
+        "steps": task.steps,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def execution_out(execution: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": execution.id,
+        "task_id": execution.task_id,
+        "status": execution.status,
+        "input": execution.input,
+        "output": execution.output,
+        "error": execution.error,
+        "created_at": execution.created_at,
+        "updated_at": execution.updated_at,
+    }
+
+
+def step_out(step: StepRecord) -> dict[str, Any]:
+    return {
+        "index": step.index,
+        "kind": step.kind,
+        "status": step.status,
+        "output": step.output,
+        "error": step.error,
+        "started_at": step.started_at,
+        "finished_at": step.finished_at,
+    }
+
+
+# -- tasks ------------------------------------------------------------------------------------
+@router.post(
+    "",
+    status_code=201,
+    response_model=schemas.CreatedTask,
+    responses=error_responses(*_COMMON, 413),
+    summary="Create a task: {task: {...}} or {name?, description?, steps: [...]}",
+)
+def create_task(
+    body: Annotated[dict[str, Any], Body(description="the task, or {task: {...}}")],
+    caller: Auth,
+    svc: Svc,
+) -> dict[str, Any]:
+    task, warnings = svc.tasks.create_task(caller, body)
+    return {
+        **task_out(task),
+        "warnings": [{"location": w.location, "message": w.message} for w in warnings],
+    }
+
+
+@router.get(
+    "",
+    response_model=schemas.TaskList,
+    responses=error_responses(*_COMMON),
+    summary="List tasks, oldest first",
+)
+def list_tasks(caller: Auth, svc: Svc, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    page = svc.tasks.list_tasks(caller, limit=limit, offset=offset)
+    return {
+        "items": [task_out(t) for t in page.items],
+        "limit": limit,
+        "offset": offset,
+        "has_more": page.has_more,
+    }
+
+
+@router.get(
+    "/{task_id}",
+    response_model=schemas.Task,
+    responses=error_responses(*_COMMON, 404),
+    summary="Get a task",
+)
+def get_task(task_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+    return task_out(svc.tasks.get_task(caller, task_id))
+
+
+@router.delete(
+    "/{task_id}",
+    response_model=schemas.DeletedTask,
+    responses=error_responses(*_COMMON, 404),
+    summary="Delete a task (its executions are kept)",
+)
+def delete_task(task_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+    task = svc.tasks.delete_task(caller, task_id)
+    return {"id": task.id, "deleted_at": dt.datetime.now(dt.UTC)}
+
+
+@router.post(
+    "/{task_id}/executions",
+    status_code=201,
+    response_model=schemas.Execution,
+    responses=error_responses(*_COMMON, 404, 413),
+    summary="Run a task: the execution starts queued",
+)
+def execute_task(
+    task_id: str,
+    caller: Auth,
+    svc: Svc,
+    body: Annotated[schemas.ExecutionCreate | None, Body()] = None,
+) -> dict[str, Any]:
+    given = body.input if body is not None else None
+    return execution_out(svc.tasks.execute(caller, task_id, given))
+
+
+# -- executions -------------------------------------------------------------------------------
+@executions_router.get(
+    "",
+    response_model=schemas.ExecutionList,
+    responses=error_responses(*_COMMON),
+    summary="List executions, newest first",
+)
+def list_executions(
+    caller: Auth,
+    svc: Svc,
+    task_id: Annotated[str | None, Query(description="only this task's executions")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    page = svc.tasks.list_executions(caller, task_id=task_id, limit=limit, offset=offset)
+    return {
+        "items": [execution_out(e) for e in page.items],
+        "limit": limit,
+        "offset": offset,
+        "has_more": page.has_more,
+    }
+
+
+@executions_router.get(
+    "/{execution_id}",
+    response_model=schemas.Execution,
+    responses=error_responses(*_COMMON, 404),
+    summary="Get an execution",
+)
+def get_execution(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+    return execution_out(svc.tasks.get_execution(caller, execution_id))
+
+
+@executions_router.get(
+    "/{execution_id}/steps",
+    response_model=schemas.ExecutionStepList,
+    responses=error_responses(*_COMMON, 404),
+    summary="The execution's steps so far, with their redacted outputs and errors",
+)
+def execution_steps(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+    return {"items": [step_out(s) for s in svc.tasks.execution_steps(caller, execution_id)]}
+
+
+@executions_router.post(
+    "/{execution_id}/cancel",
+    response_model=schemas.Execution,
+    responses=error_responses(*_COMMON, 404),
+    summary="Cancel a queued or running execution (it stops before its next step)",
+)
+def cancel_execution(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+    return execution_out(svc.tasks.cancel(caller, execution_id))

@@ -1,0 +1,187 @@
+"""The durable engine: executions run as DBOS workflows that survive a crash.
+
+Each execution is one workflow, with the execution id as its workflow id, enqueued on one
+DBOS queue that every engine process (``strongroom serve`` and ``strongroom worker``)
+listens to. The workflow is three kinds of DBOS step around :class:`.runner.Runner`::
+
+    count = begin(execution_id)            # -> int
+    for index in range(count):
+        if run_step(execution_id, index) != "succeeded": break
+    finish(execution_id)                    # -> status
+
+so DBOS checkpoints hold only an execution id, step indexes, a count and statuses, never a
+value: inputs, outputs and step results live in strongroom's tables (sealed where they
+may hold secrets). DBOS is configured with its portable JSON serializer (no pickle is ever
+read back from the database) and without an admin server.
+
+Where DBOS keeps its state: on SQLite, in its own file next to strongroom's
+(``<database>.dbos.sqlite``), and executions run in the server process; on PostgreSQL, in
+the same database under the ``dbos`` schema, and any number of server and worker
+processes share the queue. A process that dies mid-execution leaves its workflow pending
+under its executor id; DBOS recovers it when a process with the *same* executor id
+(``STRONGROOM_EXECUTOR_ID``) starts again, so each worker needs its own stable id. The
+resumed workflow replays the checkpointed steps, and the runner skips any step its own
+table records as succeeded, so a finished step is never run twice; the step that was
+interrupted runs again.
+
+DBOS is a process-wide singleton, so :class:`DurableEngine` is started once per process
+(by the ``serve`` and ``worker`` commands) and the workflow functions reach the runner
+through a module global.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Final
+
+from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
+
+from .runner import GONE, Runner
+from .status import SUCCEEDED
+
+log = logging.getLogger("strongroom.engine")
+
+APP_NAME: Final = "strongroom"
+QUEUE: Final = "strongroom_executions"
+# Bump when the workflow's sequence of steps changes: DBOS recovers a pending workflow only
+# in a process of the same application version. The workflow replays strongroom's own
+# tables, so a change of the code around it does not need a new version.
+ENGINE_VERSION: Final = "strongroom-engine-1"
+POLLING_INTERVAL: Final = 0.1  # seconds between a worker's looks at the queue
+DBOS_SCHEMA: Final = "dbos"
+
+_ENDED: Final = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+
+_runner: Runner | None = None
+_lock = threading.Lock()
+
+
+def _the_runner() -> Runner:
+    if _runner is None:
+        raise RuntimeError("the execution engine has not been started in this process")
+    return _runner
+
+
+# -- the workflow ---------------------------------------------------------------------------
+@DBOS.step(name="strongroom.begin", retries_allowed=True, max_attempts=5)
+def begin(execution_id: str) -> int:
+    return _the_runner().begin(execution_id)
+
+
+@DBOS.step(name="strongroom.run_step", retries_allowed=True, max_attempts=5)
+def run_step(execution_id: str, index: int) -> str:
+    return _the_runner().run_step(execution_id, index)
+
+
+@DBOS.step(name="strongroom.finish", retries_allowed=True, max_attempts=5)
+def finish(execution_id: str) -> str:
+    return _the_runner().finish(execution_id)
+
+
+@DBOS.workflow(name="strongroom.execution")
+def execution_workflow(execution_id: str) -> str:
+    """Run an execution's steps in order; stop at the first that does not succeed."""
+    for index in range(begin(execution_id)):
+        status = run_step(execution_id, index)
+        if status == GONE:
+            return GONE
+        if status != SUCCEEDED:
+            break
+    return finish(execution_id)
+
+
+# -- configuration --------------------------------------------------------------------------
+def system_database_url(database_url: str) -> str:
+    """Where DBOS keeps its state, next to strongroom's own database."""
+    if database_url.startswith("sqlite:///"):
+        path = database_url.removeprefix("sqlite:///")
+        if path == ":memory:":
+            raise ValueError("the execution engine needs a database file, not :memory:")
+        return f"sqlite:///{Path(path)}.dbos.sqlite"
+    for prefix in ("postgresql+psycopg://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql://" + database_url[len(prefix) :]
+    return database_url
+
+
+def dbos_config(database_url: str, executor_id: str) -> DBOSConfig:
+    return {
+        "name": APP_NAME,
+        "system_database_url": system_database_url(database_url),
+        "dbos_system_schema": DBOS_SCHEMA,
+        "executor_id": executor_id,
+        "application_version": ENGINE_VERSION,
+        # JSON only: a checkpoint is data, never code to unpickle.
+        "serializer": DBOSPortableJSONSerializer(),
+        "enable_otlp": False,
+        "sys_db_pool_size": 10,
+    }
+
+
+def _route_dbos_logs() -> None:
+    """DBOS's logger prints through its own handler; send it to ours (JSON, redacted)."""
+    dbos_logger = logging.getLogger("dbos")
+    dbos_logger.handlers[:] = []
+    dbos_logger.propagate = True
+    if dbos_logger.level == logging.NOTSET or dbos_logger.level < logging.WARNING:
+        dbos_logger.setLevel(logging.WARNING)
+
+
+class DurableEngine:
+    """The DBOS engine of this process: started once, stopped at shutdown."""
+
+    def __init__(self, runner: Runner, database_url: str, executor_id: str) -> None:
+        self.runner = runner
+        self.database_url = database_url
+        self.executor_id = executor_id
+        self._created = False
+
+    def start(self) -> None:
+        """Launch DBOS (recovering this executor's pending workflows), listen to the queue,
+        and enqueue every execution still queued or running that DBOS does not know."""
+        global _runner
+        with _lock:
+            if _runner is not None:
+                raise RuntimeError("an execution engine is already running in this process")
+            _runner = self.runner
+        try:
+            DBOS(config=dbos_config(self.database_url, self.executor_id))
+            self._created = True
+            _route_dbos_logs()
+            DBOS.launch()
+            DBOS.register_queue(QUEUE, polling_interval_sec=POLLING_INTERVAL)
+            self.reconcile()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("execution engine started", extra={"executor_id": self.executor_id})
+
+    def submit(self, execution_id: str) -> None:
+        """Enqueue the execution's workflow; a second submit of the same id is a no-op."""
+        with SetWorkflowID(execution_id):
+            DBOS.enqueue_workflow(QUEUE, execution_workflow, execution_id)
+
+    def reconcile(self, batch: int = 1000) -> int:
+        """Submit the unfinished executions (one recorded but never enqueued, say, because
+        the process died in between). Enqueueing is idempotent per workflow id."""
+        with self.runner.store.read() as tx:
+            unfinished = tx.unfinished_execution_ids(batch)
+        for execution_id in unfinished:
+            self.submit(execution_id)
+            status = DBOS.get_workflow_status(execution_id)
+            if status is not None and status.status in _ENDED:
+                # DBOS ended the workflow (it gave up, or was cancelled from outside)
+                # but the execution was never finished: record that it will not be.
+                self.runner.abandon(execution_id, "the execution engine gave up on this execution")
+        return len(unfinished)
+
+    def stop(self) -> None:
+        global _runner
+        if self._created:
+            DBOS.destroy(workflow_completion_timeout_sec=0)
+            self._created = False
+        with _lock:
+            if _runner is self.runner:
+                _runner = None

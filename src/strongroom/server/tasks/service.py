@@ -1,0 +1,206 @@
+"""The tasks service: defining tasks, starting, following and cancelling their executions.
+
+Routes call these methods; the engine (:mod:`.engine`) runs what they start. Every call
+needs the ``tasks:run`` scope: a key that may run tasks may use (not read) every secret of
+its tenant in them, so the scope is granted on purpose, not by default with another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .. import audit
+from ..apikeys import grants
+from ..audit import Action, Caller
+from ..errors import Forbidden, NotFound
+from ..ids import new_id
+from ..storage.base import ExecutionRecord, Page, StepRecord, Store, TaskRecord
+from .definitions import TaskDefinition, parse_task
+from .status import CANCELLED, QUEUED, RUNNING
+
+log = logging.getLogger("strongroom.tasks")
+
+SCOPE = "tasks:run"
+
+
+class Engine(Protocol):
+    """Runs executions. ``submit`` must not raise for a transient failure: an execution
+    left queued is picked up when an engine starts (see ``engine.DurableEngine``)."""
+
+    def submit(self, execution_id: str) -> None: ...
+
+
+class DeferredEngine:
+    """No engine in this process: executions wait, queued, for one that starts later."""
+
+    def submit(self, execution_id: str) -> None:
+        log.debug("execution queued for a later engine", extra={"execution_id": execution_id})
+
+
+@dataclass(frozen=True)
+class TaskWarning:
+    location: str
+    message: str
+
+
+def _task_not_found(task_id: str) -> NotFound:
+    return NotFound(f"task {task_id!r} does not exist")
+
+
+def _execution_not_found(execution_id: str) -> NotFound:
+    return NotFound(f"execution {execution_id!r} does not exist")
+
+
+class TaskService:
+    def __init__(self, store: Store, engine: Engine | None = None) -> None:
+        self.store = store
+        self.engine: Engine = engine or DeferredEngine()
+
+    def _authorize(self, caller: Caller, action: Action | None = None) -> None:
+        if not grants(caller.scopes, SCOPE):
+            if action is not None:
+                audit.record_alone(self.store, audit.event(caller, action, "forbidden"))
+            raise Forbidden(f"this API key lacks the {SCOPE!r} scope")
+
+    # -- tasks ----------------------------------------------------------------------------
+    def create_task(
+        self, caller: Caller, body: Mapping[str, Any]
+    ) -> tuple[TaskRecord, list[TaskWarning]]:
+        """Check and store a task; warnings name the secrets it uses that do not exist yet."""
+        self._authorize(caller, Action.TASK_CREATE)
+        definition: TaskDefinition = parse_task(body)
+        now = dt.datetime.now(dt.UTC)
+        task = TaskRecord(
+            id=new_id(),
+            tenant_id=caller.tenant_id,
+            name=definition.name,
+            description=definition.description,
+            steps=definition.steps,
+            created_at=now,
+            updated_at=now,
+        )
+        warnings: list[TaskWarning] = []
+        with self.store.write() as tx:
+            tx.insert_task(task)
+            exists: dict[str, bool] = {}
+            for step in definition.compiled:
+                for location, name in step.secret_uses():
+                    if name not in exists:
+                        exists[name] = tx.secret_by_name(caller.tenant_id, name) is not None
+                    if not exists[name]:
+                        warnings.append(
+                            TaskWarning(location, f"secret {name!r} does not exist yet")
+                        )
+            audit.record(
+                tx, audit.event(caller, Action.TASK_CREATE, "success", detail=f"task {task.id}")
+            )
+        return task, warnings
+
+    def list_tasks(self, caller: Caller, *, limit: int, offset: int) -> Page[TaskRecord]:
+        self._authorize(caller)
+        with self.store.read() as tx:
+            return tx.list_tasks(caller.tenant_id, limit=limit, offset=offset)
+
+    def get_task(self, caller: Caller, task_id: str) -> TaskRecord:
+        self._authorize(caller)
+        with self.store.read() as tx:
+            task = tx.task_by_id(caller.tenant_id, task_id)
+        if task is None:
+            raise _task_not_found(task_id)
+        return task
+
+    def delete_task(self, caller: Caller, task_id: str) -> TaskRecord:
+        """Delete a task. Its executions stay, and those still running finish."""
+        self._authorize(caller, Action.TASK_DELETE)
+        with self.store.write() as tx:
+            task = tx.task_by_id(caller.tenant_id, task_id)
+            if task is None:
+                raise _task_not_found(task_id)
+            tx.delete_task(task.id)
+            audit.record(
+                tx, audit.event(caller, Action.TASK_DELETE, "success", detail=f"task {task.id}")
+            )
+        return task
+
+    # -- executions -----------------------------------------------------------------------
+    def execute(self, caller: Caller, task_id: str, input: Any) -> ExecutionRecord:
+        """Record a queued execution of the task and hand it to the engine."""
+        self._authorize(caller, Action.TASK_EXECUTE)
+        now = dt.datetime.now(dt.UTC)
+        with self.store.write() as tx:
+            task = tx.task_by_id(caller.tenant_id, task_id)
+            if task is None:
+                raise _task_not_found(task_id)
+            execution = ExecutionRecord(
+                id=new_id(),
+                tenant_id=caller.tenant_id,
+                task_id=task.id,
+                status=QUEUED,
+                steps=task.steps,
+                input=input,
+                output=None,
+                error=None,
+                created_by=caller.key_id,
+                created_at=now,
+                updated_at=now,
+            )
+            tx.insert_execution(execution)
+            detail = f"task {task.id} execution {execution.id}"
+            audit.record(tx, audit.event(caller, Action.TASK_EXECUTE, "success", detail=detail))
+        try:
+            self.engine.submit(execution.id)
+        except Exception:
+            # Recorded as queued: the next engine start picks it up.
+            log.exception("could not hand the execution to the engine")
+        return execution
+
+    def get_execution(self, caller: Caller, execution_id: str) -> ExecutionRecord:
+        self._authorize(caller)
+        with self.store.read() as tx:
+            execution = tx.execution_by_id(execution_id, caller.tenant_id)
+        if execution is None:
+            raise _execution_not_found(execution_id)
+        return execution
+
+    def list_executions(
+        self, caller: Caller, *, task_id: str | None, limit: int, offset: int
+    ) -> Page[ExecutionRecord]:
+        self._authorize(caller)
+        with self.store.read() as tx:
+            return tx.list_executions(caller.tenant_id, task_id=task_id, limit=limit, offset=offset)
+
+    def execution_steps(self, caller: Caller, execution_id: str) -> list[StepRecord]:
+        self._authorize(caller)
+        with self.store.read() as tx:
+            if tx.execution_by_id(execution_id, caller.tenant_id) is None:
+                raise _execution_not_found(execution_id)
+            return tx.execution_steps(execution_id)
+
+    def cancel(self, caller: Caller, execution_id: str) -> ExecutionRecord:
+        """Cancel a queued or running execution; one that has ended is left as it is.
+
+        A running execution stops before its next step (the step under way finishes).
+        """
+        self._authorize(caller, Action.EXECUTION_CANCEL)
+        now = dt.datetime.now(dt.UTC)
+        with self.store.write() as tx:
+            execution = tx.execution_by_id(execution_id, caller.tenant_id, for_update=True)
+            if execution is None:
+                raise _execution_not_found(execution_id)
+            if tx.set_execution_status(execution.id, CANCELLED, now, only_from=(QUEUED, RUNNING)):
+                audit.record(
+                    tx,
+                    audit.event(
+                        caller,
+                        Action.EXECUTION_CANCEL,
+                        "success",
+                        detail=f"execution {execution.id}",
+                    ),
+                )
+            found = tx.execution_by_id(execution.id)
+        assert found is not None
+        return found
