@@ -75,24 +75,36 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# Texts inside a secret-derived container shorter than this are not registered as derived
+# values: taint is conservative (a whole list built with one secret is tainted), and
+# redacting every short word of it everywhere would make outputs unreadable.
+MIN_DERIVED_LEAF: Final = 8
+
+
 def _strings(value: Any) -> Iterable[str]:
-    """The texts in a JSON-like value (what can be registered as a derived value)."""
+    """The texts in a JSON-like value (its string values, not its keys)."""
     if isinstance(value, str):
         yield value
     elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(key, str):
-                yield key
+        for item in value.values():
             yield from _strings(item)
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _strings(item)
 
 
-def _derived(value: Any, secrets: frozenset[str]) -> list[NamedValue]:
+def _derived(value: Any, secrets: frozenset[str], clean: frozenset[str]) -> list[NamedValue]:
+    """The values to redact as derived from ``secrets``: a whole text result, or the longer
+    texts inside a container result; never a text found verbatim in data that holds no
+    secret (``clean``: the run's input and definition, untainted results), which redacting
+    would not hide."""
     if not secrets:
         return []
-    return [(text, secrets) for text in _strings(value) if text.strip()]
+    if isinstance(value, str):
+        texts = [value] if value.strip() else []
+    else:
+        texts = [text for text in _strings(value) if len(text.strip()) >= MIN_DERIVED_LEAF]
+    return [(text, secrets) for text in texts if text not in clean]
 
 
 class _StepRun:
@@ -104,18 +116,22 @@ class _StepRun:
         self.step = step
         self.redactor = Redactor()
         self.secrets: dict[str, str] = {}
+        self.clean: frozenset[str] = frozenset()
 
     def learn(self, derived: Iterable[NamedValue]) -> None:
         self.redactor = self.redactor.with_values(derived)
 
     def learn_rendered(self, rendered: Rendered) -> None:
         for part in rendered.parts.values():
-            self.learn(_derived(part.value, part.secrets))
+            self.learn(_derived(part.value, part.secrets, self.clean))
 
     def run(self, prior: _Prior) -> Tainted:
         step = self.step
+        untainted = [r.value for r in prior.results if not r.secrets]
+        sources = (self.execution.input, self.execution.steps, untainted)
+        self.clean = frozenset(text for source in sources for text in _strings(source))
         for result in prior.results:
-            self.learn(_derived(result.value, result.secrets))
+            self.learn(_derived(result.value, result.secrets, self.clean))
         self.secrets = self.runner.fetch_secrets(
             self.execution, step.index, required=step.secret_refs, for_redaction=prior.taint
         )
