@@ -55,7 +55,8 @@ def key_file_is_private(file: Path) -> bool:
 
 def create_key_file(file: Path) -> bool:
     """Write a new key to ``file`` (mode 0600) unless it exists; True when written."""
-    file.parent.mkdir(parents=True, exist_ok=True)
+    # A new directory is private too: the database beside the key needs no other readers.
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
