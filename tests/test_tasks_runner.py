@@ -312,3 +312,35 @@ def test_a_deleted_secret_used_earlier_is_still_redacted_when_resumed(
     assert runner.run_step(execution_id, 1) == "succeeded"
     assert runner.finish(execution_id) == "succeeded"
     assert execution(services, caller, execution_id).output == ["[REDACTED:api_key]"]
+
+
+def test_log_lines_during_a_step_are_redacted_tracebacks_included() -> None:
+    """configure_logging puts a RedactingFilter on the handler; the JSON formatter prints
+    the traceback the filter formatted (and redacted) once it has dropped ``exc_info``."""
+    import io
+    import logging
+
+    from strongroom.server.logs import configure_logging
+    from strongroom.server.redact import Redactor, redacting
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("INFO")
+    stream = io.StringIO()
+    root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    key = canary("sk")
+    try:
+        with redacting(Redactor.from_secrets({"api_key": key})):
+            try:
+                raise RuntimeError(f"upstream said {key}")
+            except RuntimeError:
+                logging.getLogger("strongroom.test").exception("call to %s failed", key)
+        logging.getLogger("strongroom.test").info("after the step: %s", "plain")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "call to [REDACTED:api_key] failed"
+    assert "RuntimeError: upstream said [REDACTED:api_key]" in first["exception"]
+    assert find_leaks(key, stream.getvalue().encode()) == []
+    assert second["message"] == "after the step: plain"
