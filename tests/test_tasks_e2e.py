@@ -387,7 +387,8 @@ def test_a_worker_runs_queued_executions_and_resumes_them_after_a_kill(
     database_url: str, tmp_path: Path, upstream: Upstream, services: Services, caller: Caller
 ) -> None:
     """Executions recorded while no engine ran (the in-process app queues them) are found
-    by a worker when it starts; one killed mid-run is finished by its restart."""
+    by a worker when it starts (one cancelled meanwhile never runs); one killed mid-run is
+    finished by its restart."""
     message = [{"role": "user", "content": "hello"}]
     blocking = {
         "kind": "tool_call",
@@ -402,6 +403,8 @@ def test_a_worker_runs_queued_executions_and_resumes_them_after_a_kill(
         caller, {"steps": [{"kind": "transform", "expression": "$ 'first'"}, blocking]}
     )
     quick_runs = [services.tasks.execute(caller, quick.id, n).id for n in range(3)]
+    cancelled_run = services.tasks.execute(caller, slow.id, None).id
+    services.tasks.cancel(caller, cancelled_run)  # cancelled while queued: never runs
     slow_run = services.tasks.execute(caller, slow.id, None).id
     env = task_env(database_url, upstream, STRONGROOM_EXECUTOR_ID="worker-1")
     worker = start_worker(tmp_path, env)
@@ -422,3 +425,5 @@ def test_a_worker_runs_queued_executions_and_resumes_them_after_a_kill(
     assert done.status == "succeeded", done.error
     assert done.output["content"] == upstream.reply
     assert upstream.paths().count("/blocking/v1/chat/completions") == 2
+    assert services.tasks.get_execution(caller, cancelled_run).status == "cancelled"
+    assert services.tasks.execution_steps(caller, cancelled_run) == []

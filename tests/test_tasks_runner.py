@@ -344,3 +344,11 @@ def test_log_lines_during_a_step_are_redacted_tracebacks_included() -> None:
     assert "RuntimeError: upstream said [REDACTED:api_key]" in first["exception"]
     assert find_leaks(key, stream.getvalue().encode()) == []
     assert second["message"] == "after the step: plain"
+
+
+def test_a_result_that_is_not_json_fails_the_step(
+    services: Services, caller: Caller, runner: Runner
+) -> None:
+    execution_id = start(services, caller, [{"kind": "transform", "expression": "$ float('inf')"}])
+    assert run_all(runner, execution_id) == "failed"
+    assert execution(services, caller, execution_id).error["code"] == "bad_result"

@@ -242,6 +242,7 @@ class Runner:
                 {"value": result.value, "secrets": sorted(result.secrets)},
                 separators=(",", ":"),
                 ensure_ascii=False,
+                allow_nan=False,  # the answer is JSON, which has no NaN or Infinity
             ).encode()
         except StepFailed as failure:
             return self._fail(attempt, started, failure.message, failure.code)
