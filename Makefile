@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-python lint format clean
+.PHONY: install run test test-python test-node lint format clean
 
 # Reinstalls only when pyproject.toml changes.
 install: $(STAMP)
@@ -37,7 +37,12 @@ format: install
 test-python: install
 	$(BIN)/pytest
 
-test: lint test-python
+# The Node.js SDK (clients/node): npm ci installs only its devDependencies (TypeScript and
+# Node's types); its tests start the server from .venv, hence `install`.
+test-node: install
+	cd clients/node && npm ci --no-audit --no-fund && npm test
+
+test: lint test-python test-node
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+/**
+ * The Node.js client of strongroom, a self-hosted secrets service.
+ *
+ * `Strongroom` (alias `Julep`, the product guide's name) is the client; the error classes
+ * and the types of every answer and parameter are exported alongside it.
+ *
+ * @packageDocumentation
+ */
+
+export { Julep, Strongroom, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT } from "./client.js";
+export type { ClientOptions } from "./client.js";
+export * from "./errors.js";
+export type {
+  AuditList,
+  AuditListParams,
+  AuditRecord,
+  CreatedTask,
+  DeletedSecret,
+  DeletedTask,
+  Execution,
+  ExecutionList,
+  ExecutionListParams,
+  ExecutionStatus,
+  ExecutionStep,
+  ExecutionStepList,
+  JsonValue,
+  ListParams,
+  Metadata,
+  Page,
+  RequestOptions,
+  Secret,
+  SecretCreateParams,
+  SecretDeleteParams,
+  SecretGetParams,
+  SecretList,
+  SecretListAllParams,
+  SecretListParams,
+  SecretRef,
+  SecretRotateOptions,
+  SecretUpdateParams,
+  SecretUpsertParams,
+  SecretVersion,
+  SecretVersionList,
+  Task,
+  TaskCreateParams,
+  TaskDefinition,
+  TaskExecuteParams,
+  TaskList,
+  TaskStep,
+  TaskWarning,
+  Timestamp,
+  WaitOptions,
+} from "./types.js";
+export { Secrets } from "./resources/secrets.js";
+export { Tasks, type TaskRef } from "./resources/tasks.js";
+export { Executions, TERMINAL_STATUSES, type ExecutionRef } from "./resources/executions.js";
+export { Audit } from "./resources/audit.js";
+export { VERSION } from "./version.js";

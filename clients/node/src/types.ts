@@ -1,0 +1,271 @@
+/**
+ * The shapes of the API's answers and of the calls' parameters, in the SDK's camelCase.
+ *
+ * Answers keep any field a newer server adds (at runtime; the types list the contract's).
+ */
+
+/**
+ * An RFC 3339 timestamp in UTC, as the server sent it: `2026-11-28T14:33:00.123456Z`.
+ *
+ * Kept as a string rather than a `Date`: it is exact (a `Date` drops the microseconds),
+ * survives `JSON.stringify` unchanged, sorts correctly as text, and prints the way the API
+ * wrote it (the guide prints `secret.createdAt`). `new Date(secret.createdAt)` makes a
+ * `Date` when one is needed.
+ */
+export type Timestamp = string;
+
+/** Any JSON value. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** A secret's metadata: a JSON object, stored and returned exactly as given. */
+export type Metadata = { [key: string]: JsonValue };
+
+/** Options every call takes besides its parameters. */
+export interface RequestOptions {
+  /** Milliseconds to wait for each attempt's answer; overrides the client's `timeout`. */
+  timeout?: number;
+  /** Resends allowed for this call; overrides the client's `maxRetries`. */
+  maxRetries?: number;
+  /** Aborts the call (and any wait between retries); the call then rejects with its reason. */
+  signal?: AbortSignal;
+}
+
+// -- secrets -------------------------------------------------------------------------------
+
+export interface Secret {
+  id: string;
+  name: string;
+  description: string | null;
+  metadata: Metadata;
+  /** The plaintext only in the answer of `secrets.get`; the literal `"ENCRYPTED"` elsewhere. */
+  value: string;
+  /** Starts at 1 and grows by one each time the value changes. */
+  version: number;
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+}
+
+/** One page of a list; `hasMore` says whether a next page exists. */
+export interface Page<T> {
+  items: T[];
+  limit: number;
+  offset: number;
+  hasMore: boolean;
+}
+
+export type SecretList = Page<Secret>;
+
+export interface DeletedSecret {
+  id: string;
+  name: string;
+  deletedAt: Timestamp;
+}
+
+export interface SecretVersion {
+  version: number;
+  createdAt: Timestamp;
+  /** The API key id that wrote this version. */
+  createdBy: string | null;
+}
+
+export interface SecretVersionList {
+  items: SecretVersion[];
+}
+
+/** A secret by name: `{ name }` as in the guide, or the name itself. */
+export type SecretRef = string | { name: string };
+
+export interface SecretCreateParams {
+  /** A valid identifier (`^[A-Za-z_][A-Za-z0-9_]*$`), at most 128 characters. */
+  name: string;
+  value: string;
+  description?: string | null;
+  metadata?: Metadata;
+}
+
+export interface SecretListParams {
+  /** 1 to 1000; the server's default is 100. */
+  limit?: number;
+  offset?: number;
+  /** Only secrets whose metadata holds every one of these keys with an equal value. */
+  metadata?: Metadata;
+}
+
+export interface SecretListAllParams {
+  metadata?: Metadata;
+  /** Secrets fetched per request (default 100). */
+  pageSize?: number;
+}
+
+export interface SecretGetParams {
+  name: string;
+  /** An older version (its value included); the newest when left out. */
+  version?: number;
+}
+
+export interface SecretUpdateParams {
+  name: string;
+  value?: string;
+  /** `null` clears the description; leaving it out keeps it. */
+  description?: string | null;
+  /** Replaces the whole metadata object. */
+  metadata?: Metadata;
+  /** Renames the secret atomically; the old name is free afterwards. */
+  newName?: string;
+  /** Update only if the secret is still at this version (else `precondition_failed`). */
+  expectedVersion?: number;
+}
+
+export interface SecretUpsertParams {
+  name: string;
+  value: string;
+  description?: string | null;
+  metadata?: Metadata;
+  /** Replace only if the secret is at this version (`If-Match`). */
+  expectedVersion?: number;
+}
+
+export interface SecretDeleteParams {
+  name: string;
+  /** Delete only if the secret is at this version (`If-Match`). */
+  expectedVersion?: number;
+}
+
+export interface SecretRotateOptions {
+  /**
+   * Runs before anything changes, with the new value: return false (or throw, or reject)
+   * to stop the rotation with a `RotationCheckFailedError`. E.g. one test call to the
+   * third-party API with the new key.
+   */
+  check?: (newValue: string) => unknown;
+  /** The metadata after the rotation; by default the current one plus `lastRotated`. */
+  metadata?: Metadata;
+}
+
+// -- tasks and executions ------------------------------------------------------------------
+
+/**
+ * A step of a task: `transform` or `tool_call` and their fields, in the wire's spelling
+ * (`secret_name`), sent and returned untouched.
+ */
+export interface TaskStep {
+  kind: string;
+  [field: string]: unknown;
+}
+
+/** A task's definition, as `tasks.create({ task })` takes it. */
+export interface TaskDefinition {
+  name?: string | null;
+  description?: string | null;
+  steps: TaskStep[];
+}
+
+/** `tasks.create({ task })` or `tasks.create({ steps })` (the guide shows both). */
+export type TaskCreateParams =
+  | { task: TaskDefinition; steps?: never; name?: string; description?: string }
+  | { steps: TaskStep[]; task?: never; name?: string; description?: string };
+
+export interface Task {
+  id: string;
+  name: string | null;
+  description: string | null;
+  steps: TaskStep[];
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+}
+
+/** `tasks.create`'s answer: the task, and what to fix that does not stop it. */
+export interface CreatedTask extends Task {
+  /** E.g. `{ location: "body.task.steps[0].secret_name", message: "secret 'x' does not exist yet" }`. */
+  warnings: TaskWarning[];
+}
+
+export interface TaskWarning {
+  location: string;
+  message: string;
+}
+
+export type TaskList = Page<Task>;
+
+export interface DeletedTask {
+  id: string;
+  deletedAt: Timestamp;
+}
+
+export interface ListParams {
+  limit?: number;
+  offset?: number;
+}
+
+export interface TaskExecuteParams {
+  taskId: string;
+  /** The execution's input (`inputs` in expressions), passed through untouched. */
+  input?: unknown;
+}
+
+export type ExecutionStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+export interface Execution {
+  id: string;
+  taskId: string;
+  status: ExecutionStatus;
+  input: JsonValue;
+  /** The last step's result, redacted: a secret value shows as `[REDACTED:<name>]`. */
+  output: JsonValue;
+  /** `{ step, code, message }` when it failed (redacted too); `null` otherwise. */
+  error: JsonValue;
+  createdAt: Timestamp;
+  updatedAt: Timestamp;
+}
+
+export type ExecutionList = Page<Execution>;
+
+export interface ExecutionListParams extends ListParams {
+  /** Only this task's executions. */
+  taskId?: string;
+}
+
+export interface ExecutionStep {
+  index: number;
+  kind: string;
+  status: "running" | "succeeded" | "failed";
+  output: JsonValue;
+  error: JsonValue;
+  startedAt: Timestamp | null;
+  finishedAt: Timestamp | null;
+}
+
+export interface ExecutionStepList {
+  items: ExecutionStep[];
+}
+
+export interface WaitOptions {
+  /** Milliseconds to wait in all (default 300 000). */
+  timeout?: number;
+  /** Stops the wait; it then rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+// -- audit ---------------------------------------------------------------------------------
+
+export interface AuditRecord {
+  id: number;
+  time: Timestamp;
+  keyId: string | null;
+  action: string;
+  outcome: string;
+  secretName: string | null;
+  secretId: string | null;
+  requestId: string | null;
+  clientAddr: string | null;
+  detail: string | null;
+}
+
+export type AuditList = Page<AuditRecord>;
+
+export interface AuditListParams extends ListParams {
+  /** Only events about this secret name. */
+  secret?: string;
+  /** Only events of this action (e.g. `secret.read`). */
+  action?: string;
+}

@@ -1,0 +1,3 @@
+/** The package's version, sent as `User-Agent: strongroom-node/<version>` (a test keeps it
+ * equal to package.json's). */
+export const VERSION = "0.1.0";

@@ -1,0 +1,60 @@
+/**
+ * Between the wire's snake_case and the SDK's camelCase.
+ *
+ * Only the API's own field names are renamed, and those are always the top-level keys of
+ * a resource (`created_at`, `task_id`, `has_more`). Everything nested below them is user
+ * data (a secret's metadata, a task's steps, an execution's input and output) and passes
+ * through untouched: `secret_name` inside a step, or a metadata key that happens to hold an
+ * underscore, reaches the caller exactly as it was stored. So the conversion is shallow on
+ * purpose, and never generic-recursive.
+ *
+ * Requests go the other way without a generic converter: each operation spells out its
+ * wire body (see `operations.ts`), so a camelCase parameter can only reach the server
+ * under its contract name.
+ */
+
+/** `created_at` -> `createdAt`. */
+export function camelCase(key: string): string {
+  return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+}
+
+/** A resource with its own (top-level) field names in camelCase and its values as sent. */
+export function fromWire<T>(record: unknown): T {
+  if (record === null || typeof record !== "object" || Array.isArray(record)) {
+    return record as T;
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record)) {
+    out[camelCase(key)] = value;
+  }
+  return out as T;
+}
+
+/** A list answer (`{items, limit, offset, has_more}`): the page and each item renamed. */
+export function listFromWire<T>(answer: unknown): T {
+  const page = fromWire<Record<string, unknown>>(answer);
+  if (Array.isArray(page.items)) {
+    page.items = page.items.map((item) => fromWire(item));
+  }
+  return page as T;
+}
+
+/** Query parameters as a string; `undefined` and `null` leave a parameter out. */
+export function queryString(params: Record<string, unknown> | undefined): string {
+  if (!params) {
+    return "";
+  }
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== null) {
+      search.append(key, String(value));
+    }
+  }
+  const text = search.toString();
+  return text ? `?${text}` : "";
+}
+
+/** A path segment: names and ids are escaped so that none can change the route. */
+export function segment(value: string): string {
+  return encodeURIComponent(value);
+}
