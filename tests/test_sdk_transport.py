@@ -377,3 +377,42 @@ print("ok")
         [sys.executable, "-c", program], capture_output=True, text=True, check=False
     )
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_every_status_maps_to_its_error_class(upstream: Upstream, connect: Any) -> None:
+    from strongroom import exceptions as ex
+
+    expected = {
+        401: ex.AuthenticationError,
+        403: ex.PermissionDeniedError,
+        405: ex.MethodNotAllowedError,
+        412: ex.PreconditionFailedError,
+        413: ex.PayloadTooLargeError,
+        422: ex.ValidationError,
+        500: ex.InternalServerError,
+    }
+    client = connect(upstream.url, max_retries=0)
+    for status, cls in expected.items():
+        upstream.replies = [error(status, f"code_{status}")]
+        with pytest.raises(cls) as caught:
+            client.secrets.create("k", "v")
+        assert (caught.value.status_code, caught.value.code) == (status, f"code_{status}")
+    upstream.replies = [Reply(502, body="<html>bad gateway</html>")]
+    with pytest.raises(ex.InternalServerError) as bare:
+        client.secrets.create("k", "v")
+    assert bare.value.code == "internal_error"
+
+
+def test_the_client_logs_neither_the_key_nor_values(
+    upstream: Upstream, connect: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    value = "value-that-must-not-be-logged"
+    upstream.replies = [Reply(201), Reply(body={**SECRET, "value": value})]
+    with caplog.at_level("DEBUG"):
+        client = connect(upstream.url)
+        client.secrets.create("k", value)
+        assert client.secrets.get("k").value == value
+    logged = caplog.text + " ".join(str(r.__dict__) for r in caplog.records)
+    assert "strongroom" in caplog.text, "the calls are logged at DEBUG"
+    assert "sr_test" not in logged
+    assert value not in logged
