@@ -117,6 +117,7 @@ class _StepRun:
         self.redactor = Redactor()
         self.secrets: dict[str, str] = {}
         self.clean: frozenset[str] = frozenset()
+        self.running: StepRecord | None = None  # recorded with the secrets' reads
 
     def learn(self, derived: Iterable[NamedValue]) -> None:
         self.redactor = self.redactor.with_values(derived)
@@ -133,7 +134,11 @@ class _StepRun:
         for result in prior.results:
             self.learn(_derived(result.value, result.secrets, self.clean))
         self.secrets = self.runner.fetch_secrets(
-            self.execution, step.index, required=step.secret_refs, for_redaction=prior.taint
+            self.execution,
+            step.index,
+            required=step.secret_refs,
+            for_redaction=prior.taint,
+            running=self.running,
         )
         self.learn((value, name) for name, value in self.secrets.items())
         scope = Scope(
@@ -231,9 +236,8 @@ class Runner:
         steps = compile_steps(execution.steps)
         step = steps[index]
         started = _now()
-        with self.store.write() as tx:
-            tx.save_step(StepRecord(execution.id, index, step.kind, RUNNING, started_at=started))
         attempt = _StepRun(self, execution, step)
+        attempt.running = StepRecord(execution.id, index, step.kind, RUNNING, started_at=started)
         clock = time.perf_counter()
         try:
             prior = self._prior(execution, steps, records, index)
@@ -357,8 +361,10 @@ class Runner:
         *,
         required: frozenset[str],
         for_redaction: frozenset[str] = frozenset(),
+        running: StepRecord | None = None,
     ) -> dict[str, str]:
-        """Decrypt the named secrets of the execution's tenant, each read audited.
+        """Decrypt the named secrets of the execution's tenant, each read audited, in the
+        transaction that records the step as ``running`` (one transaction fewer per step).
 
         ``required`` ones must exist; ``for_redaction`` ones (read by earlier steps) are
         skipped if they have gone since.
@@ -367,8 +373,13 @@ class Runner:
         missing: list[str] = []
         damaged: list[str] = []
         detail = f"execution {execution.id} step {index}"
+        names = sorted(required | for_redaction)
+        if not names and running is None:
+            return values
         with self.store.write() as tx:
-            for name in sorted(required | for_redaction):
+            if running is not None:
+                tx.save_step(running)
+            for name in names:
                 secret = tx.secret_by_name(execution.tenant_id, name)
                 stored = tx.version(secret.id, secret.version) if secret else None
                 outcome = "success"
