@@ -164,3 +164,12 @@ def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str)
     assert page.items[0].id is not None
     assert len(only.items) == 2
     assert len(reads.items) == 5, "an event without a tenant is not the tenant's"
+
+
+def test_the_engines_system_database_sits_beside_the_store(store: Store, database_url: str) -> None:
+    found = store.system_database_url()
+    if database_url.startswith("sqlite:///"):
+        assert found == database_url + ".dbos.sqlite"
+    else:
+        assert found.startswith("postgresql://")
+        assert found.rpartition("/")[2] == database_url.rpartition("/")[2]

@@ -78,7 +78,7 @@ def start_engine(services: Services) -> DurableEngine:
     from .tasks.engine import DurableEngine
 
     runner = Runner(services.store, services.keyring, tool_config(services.settings))
-    engine = DurableEngine(runner, services.settings.database_url, services.settings.executor_id)
+    engine = DurableEngine(runner, services.settings.executor_id)
     engine.start()
     services.tasks.engine = engine
     return engine

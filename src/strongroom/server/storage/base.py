@@ -380,6 +380,11 @@ class Store(ABC):
         """Bring the schema to the newest migration (safe to run concurrently)."""
 
     @abstractmethod
+    def system_database_url(self) -> str:
+        """Where the durable execution engine (DBOS) keeps its own state beside this store:
+        a file next to SQLite's, or this PostgreSQL database (under its own schema)."""
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise :class:`StorageUnavailable` unless the database answers."""
 

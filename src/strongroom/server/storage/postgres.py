@@ -21,6 +21,10 @@ class PostgresStore(SQLStore):
             hide_parameters=True,  # errors must not carry ciphertext or other bound values
         )
         super().__init__(engine)
+        self.url = url
+
+    def system_database_url(self) -> str:
+        return "postgresql://" + _driver_url(self.url).removeprefix("postgresql+psycopg://")
 
     def lock_for_migration(self, conn: Connection) -> None:
         # Servers starting together on one database migrate one at a time.

@@ -46,6 +46,11 @@ class SQLiteStore(SQLStore):
         super().__init__(engine)
         self.path = path
 
+    def system_database_url(self) -> str:
+        if self.path == ":memory:":
+            raise ValueError("the execution engine needs a database file, not :memory:")
+        return f"sqlite:///{Path(self.path)}.dbos.sqlite"
+
     def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Final
 
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
@@ -93,23 +92,10 @@ def execution_workflow(execution_id: str) -> str:
 
 
 # -- configuration --------------------------------------------------------------------------
-def system_database_url(database_url: str) -> str:
-    """Where DBOS keeps its state, next to strongroom's own database."""
-    if database_url.startswith("sqlite:///"):
-        path = database_url.removeprefix("sqlite:///")
-        if path == ":memory:":
-            raise ValueError("the execution engine needs a database file, not :memory:")
-        return f"sqlite:///{Path(path)}.dbos.sqlite"
-    for prefix in ("postgresql+psycopg://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql://" + database_url[len(prefix) :]
-    return database_url
-
-
-def dbos_config(database_url: str, executor_id: str) -> DBOSConfig:
+def dbos_config(system_database_url: str, executor_id: str) -> DBOSConfig:
     return {
         "name": APP_NAME,
-        "system_database_url": system_database_url(database_url),
+        "system_database_url": system_database_url,
         "dbos_system_schema": DBOS_SCHEMA,
         "executor_id": executor_id,
         "application_version": ENGINE_VERSION,
@@ -132,9 +118,8 @@ def _route_dbos_logs() -> None:
 class DurableEngine:
     """The DBOS engine of this process: started once, stopped at shutdown."""
 
-    def __init__(self, runner: Runner, database_url: str, executor_id: str) -> None:
+    def __init__(self, runner: Runner, executor_id: str) -> None:
         self.runner = runner
-        self.database_url = database_url
         self.executor_id = executor_id
         self._created = False
 
@@ -147,7 +132,8 @@ class DurableEngine:
                 raise RuntimeError("an execution engine is already running in this process")
             _runner = self.runner
         try:
-            DBOS(config=dbos_config(self.database_url, self.executor_id))
+            system_database = self.runner.store.system_database_url()
+            DBOS(config=dbos_config(system_database, self.executor_id))
             self._created = True
             _route_dbos_logs()
             DBOS.launch()
