@@ -13,11 +13,14 @@ from strongroom.server.ids import new_id
 from strongroom.server.keys import ensure_tenant
 from strongroom.server.storage.base import (
     AuditEvent,
+    ExecutionRecord,
     NameTaken,
     Sealed,
     SecretRecord,
+    StepRecord,
     Store,
     StoredVersion,
+    TaskRecord,
 )
 
 NOW = dt.datetime(2026, 11, 28, 14, 33, 0, 123456, tzinfo=dt.UTC)
@@ -173,3 +176,35 @@ def test_the_engines_system_database_sits_beside_the_store(store: Store, databas
     else:
         assert found.startswith("postgresql://")
         assert found.rpartition("/")[2] == database_url.rpartition("/")[2]
+
+
+def test_execution_status_moves_only_from_the_given_statuses(store: Store, tenant_id: str) -> None:
+    task = TaskRecord(new_id(), tenant_id, None, None, [{"kind": "transform"}], NOW, NOW)
+    run = ExecutionRecord(
+        new_id(), tenant_id, task.id, "queued", task.steps, {"q": 1}, None, None, None, NOW, NOW
+    )
+    sealed = Sealed(1, b"wrapped", b"sealed result")
+    with store.write() as tx:
+        tx.insert_task(task)
+        tx.insert_execution(run)
+        tx.save_step(StepRecord(run.id, 0, "transform", "running", started_at=NOW))
+        tx.save_step(StepRecord(run.id, 0, "transform", "succeeded", "out", None, NOW, NOW, sealed))
+        assert tx.set_execution_status(run.id, "running", NOW, only_from=("queued",))
+        assert not tx.set_execution_status(run.id, "running", NOW, only_from=("queued",))
+        assert tx.step_results_under_keks([1], 10)[0].sealed == sealed
+    with store.read() as tx:
+        [step] = tx.execution_steps(run.id)
+        assert (step.status, step.output, step.sealed) == ("succeeded", "out", sealed)
+        assert tx.unfinished_execution_ids(10) == [run.id]
+    with store.write() as tx:
+        tx.set_execution_status(run.id, "succeeded", NOW, only_from=("running",), output="out")
+        tx.wipe_step_results(run.id)
+        tx.delete_task(task.id)
+    with store.read() as tx:
+        found = tx.execution_by_id(run.id, tenant_id)
+        assert found is not None
+        assert (found.status, found.output, found.input) == ("succeeded", "out", {"q": 1})
+        assert tx.execution_steps(run.id)[0].sealed is None
+        assert tx.execution_by_id(run.id, "another tenant") is None
+        assert tx.task_by_id(tenant_id, task.id) is None
+        assert tx.unfinished_execution_ids(10) == []
