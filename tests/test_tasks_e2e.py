@@ -32,7 +32,7 @@ from strongroom.server.audit import Caller
 from strongroom.server.keys import create_api_key
 
 from .conftest import MASTER_KEY, POSTGRES_URL
-from .support import STRONGROOM, ServerProcess, canary, find_leaks, start_server
+from .support import STRONGROOM, ServerProcess, canary, find_leaks, run_cli, start_server
 from .test_tasks_api import GUIDE_ASYNC, GUIDE_DATABASE, GUIDE_OPENAI, GUIDE_TRANSFORM
 from .upstream import Upstream, at, openai_upstream
 
@@ -427,3 +427,49 @@ def test_a_worker_runs_queued_executions_and_resumes_them_after_a_kill(
     assert upstream.paths().count("/blocking/v1/chat/completions") == 2
     assert services.tasks.get_execution(caller, cancelled_run).status == "cancelled"
     assert services.tasks.execution_steps(caller, cancelled_run) == []
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_tasks_run_prints_step_progress_and_the_redacted_output(
+    task_server: ServerProcess, services: Services, tmp_path: Path
+) -> None:
+    client = client_of(task_server, services)
+    api_key = canary("api_key")
+    client.secrets.create(name="api_key", value=api_key)
+    task_file = tmp_path / "task.json"
+    task_file.write_text(
+        json.dumps(
+            {
+                "task": {
+                    "steps": [
+                        {
+                            "kind": "transform",
+                            "expression": "$ f'https://api.example.com/v1?api_key="
+                            "{secrets.api_key}&query={input}'",
+                            "input": "search query",
+                            "output": "api_url",
+                        },
+                        {"kind": "transform", "expression": "$ len(outputs.api_url)"},
+                    ]
+                }
+            }
+        )
+    )
+    env = {
+        "STRONGROOM_API_KEY": client._config.api_key,
+        "STRONGROOM_BASE_URL": task_server.base_url,
+    }
+    done = run_cli(["tasks", "run", str(task_file), "--timeout", "60"], env)
+    assert done.returncode == 0, done.stderr
+    assert "step 0 transform: succeeded" in done.stderr
+    assert "step 1 transform: succeeded" in done.stderr
+    expected = len(f"https://api.example.com/v1?api_key={api_key}&query=search query")
+    assert done.stdout.strip() == str(expected)
+    assert not find_leaks(api_key, (done.stdout + done.stderr).encode())
+
+    failing = tmp_path / "failing.json"
+    failing.write_text(json.dumps({"steps": [{"kind": "transform", "expression": "$ 1 // 0"}]}))
+    failed = run_cli(["tasks", "run", str(failing)], env)
+    assert failed.returncode == 1
+    assert "step 0 transform: failed" in failed.stderr
+    assert "failed" in failed.stderr.splitlines()[-1]

@@ -8,6 +8,7 @@ from .. import __version__
 from .run import run
 from .secrets import secrets
 from .server_commands import keys, master_key, migrate, serve, worker
+from .tasks import tasks
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +27,7 @@ cli.add_command(keys)
 cli.add_command(master_key)
 cli.add_command(secrets)
 cli.add_command(run)
+cli.add_command(tasks)
 
 
 def main() -> None:
