@@ -305,6 +305,8 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "/v1/executions/{execution_id}": ["get"],
         "/v1/executions/{execution_id}/steps": ["get"],
         "/v1/executions/{execution_id}/cancel": ["post"],
+        "/julep/secrets": ["get", "post"],
+        "/julep/secrets/{secret_id}": ["delete", "put"],
     }
     schemas = spec["components"]["schemas"]
 

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from .. import __version__
 from .api import audit as audit_routes
 from .api import health
+from .api import julep as julep_routes
 from .api import secrets as secret_routes
 from .api import tasks as task_routes
 from .api.deps import Services
@@ -102,6 +103,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(audit_routes.router)
     app.include_router(task_routes.router)
     app.include_router(task_routes.executions_router)
+    app.include_router(julep_routes.router)
     # Added last runs first: the request id exists before the body is counted.
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -62,6 +62,37 @@ def _not_found(name: str) -> NotFound:
     return NotFound(f"secret {name!r} does not exist")
 
 
+@dataclass(frozen=True)
+class _Target:
+    """The secret a call names: by name (``/v1``) or by id (``/julep``), in the caller's
+    tenant. Another tenant's id is not found, exactly as a missing one."""
+
+    name: str | None = None
+    id: str | None = None
+
+    def find(self, tx: Transaction, tenant_id: str) -> SecretRecord | None:
+        if self.id is not None:
+            return tx.secret_by_id(tenant_id, self.id, for_update=True)
+        assert self.name is not None
+        return tx.secret_by_name(tenant_id, self.name, for_update=True)
+
+    def not_found(self) -> NotFound:
+        if self.id is not None:
+            return NotFound(f"no secret has id {self.id!r}")
+        assert self.name is not None
+        return _not_found(self.name)
+
+
+@dataclass
+class _Attempt:
+    """What a call does, as the record of its failure names it. A call by id learns the
+    secret's name, and whether it renames, once it has found the secret."""
+
+    action: Action
+    secret_name: str | None
+    secret_id: str | None = None
+
+
 def _check_version(current: SecretRecord, expected: int | None) -> None:
     if expected is not None and expected != current.version:
         raise PreconditionFailed(
@@ -75,10 +106,18 @@ class SecretService:
         self.keyring = keyring
 
     # -- plumbing -------------------------------------------------------------------------
-    def _authorize(self, caller: Caller, scope: str, action: Action, name: str | None) -> None:
+    def _authorize(
+        self,
+        caller: Caller,
+        scope: str,
+        action: Action,
+        name: str | None,
+        secret_id: str | None = None,
+    ) -> None:
         if not grants(caller.scopes, scope):
             audit.record_alone(
-                self.store, audit.event(caller, action, "forbidden", secret_name=name)
+                self.store,
+                audit.event(caller, action, "forbidden", secret_name=name, secret_id=secret_id),
             )
             raise Forbidden(f"this API key lacks the {scope!r} scope")
 
@@ -86,12 +125,20 @@ class SecretService:
         self, caller: Caller, action: Action, name: str | None, work: Callable[[], T]
     ) -> T:
         """Run ``work``; if it fails on purpose, record the failure on its own."""
+        return self._attempt(caller, _Attempt(action, name), work)
+
+    def _attempt(self, caller: Caller, attempt: _Attempt, work: Callable[[], T]) -> T:
         try:
             return work()
         except ServiceError as error:
-            audit.record_alone(
-                self.store, audit.event(caller, action, error.code, secret_name=name)
+            event = audit.event(
+                caller,
+                attempt.action,
+                error.code,
+                secret_name=attempt.secret_name,
+                secret_id=attempt.secret_id,
             )
+            audit.record_alone(self.store, event)
             raise
 
     @staticmethod
@@ -203,6 +250,12 @@ class SecretService:
                 caller.tenant_id, limit=limit, offset=offset, metadata_filter=metadata_filter
             )
 
+    def list_newest_first(self, caller: Caller, *, limit: int, offset: int) -> Page[SecretRecord]:
+        """The tenant's secrets, most recently created first (the Julep surface's order)."""
+        self._authorize(caller, "secrets:read", Action.LIST, None)
+        with self.store.read() as tx:
+            return tx.list_secrets_newest_first(caller.tenant_id, limit=limit, offset=offset)
+
     def versions(self, caller: Caller, name: str) -> list[VersionRecord]:
         self._authorize(caller, "secrets:read", Action.VERSIONS, name)
 
@@ -227,16 +280,64 @@ class SecretService:
         expected_version: int | None = None,
     ) -> SecretRecord:
         """Change the given fields; a value makes a new version, ``new_name`` renames."""
-        action = Action.RENAME if new_name is not None and new_name != name else Action.UPDATE
-        self._authorize(caller, "secrets:write", action, name)
+        return self._update(
+            caller,
+            _Target(name=name),
+            value=value,
+            description=description,
+            metadata=metadata,
+            new_name=new_name,
+            expected_version=expected_version,
+        )
+
+    def update_by_id(
+        self,
+        caller: Caller,
+        secret_id: str,
+        *,
+        value: str | None = None,
+        description: str | None = UNSET,
+        metadata: Mapping[str, Any] = UNSET,
+        new_name: str | None = None,
+    ) -> SecretRecord:
+        """:meth:`update` of the caller's tenant's secret with that id."""
+        return self._update(
+            caller,
+            _Target(id=secret_id),
+            value=value,
+            description=description,
+            metadata=metadata,
+            new_name=new_name,
+            expected_version=None,
+        )
+
+    def _update(
+        self,
+        caller: Caller,
+        target: _Target,
+        *,
+        value: str | None,
+        description: str | None,
+        metadata: Mapping[str, Any],
+        new_name: str | None,
+        expected_version: int | None,
+    ) -> SecretRecord:
+        renames = target.name is not None and new_name is not None and new_name != target.name
+        attempt = _Attempt(Action.RENAME if renames else Action.UPDATE, target.name, target.id)
+        self._authorize(caller, "secrets:write", attempt.action, target.name, target.id)
 
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
             try:
                 with self.store.write() as tx:
-                    current = tx.secret_by_name(caller.tenant_id, name, for_update=True)
+                    current = target.find(tx, caller.tenant_id)
                     if current is None:
-                        raise _not_found(name)
+                        raise target.not_found()
+                    name = current.name
+                    if target.id is not None:
+                        attempt.secret_name = name
+                        if new_name is not None and new_name != name:
+                            attempt.action = Action.RENAME
                     _check_version(current, expected_version)
                     changed = replace(current, updated_at=now)
                     fields = []
@@ -267,7 +368,7 @@ class SecretService:
                 raise Conflict(f"secret {new_name!r} already exists") from None
             return changed
 
-        return self._audited(caller, action, name, work)
+        return self._attempt(caller, attempt, work)
 
     def upsert(
         self,
@@ -314,17 +415,29 @@ class SecretService:
         self, caller: Caller, name: str, *, expected_version: int | None = None
     ) -> DeletedSecret:
         """Delete the secret and every version; the name is free at once."""
-        self._authorize(caller, "secrets:write", Action.DELETE, name)
+        return self._delete(caller, _Target(name=name), expected_version)
+
+    def delete_by_id(self, caller: Caller, secret_id: str) -> DeletedSecret:
+        """:meth:`delete` of the caller's tenant's secret with that id."""
+        return self._delete(caller, _Target(id=secret_id), None)
+
+    def _delete(
+        self, caller: Caller, target: _Target, expected_version: int | None
+    ) -> DeletedSecret:
+        attempt = _Attempt(Action.DELETE, target.name, target.id)
+        self._authorize(caller, "secrets:write", Action.DELETE, target.name, target.id)
 
         def work() -> DeletedSecret:
             now = dt.datetime.now(dt.UTC)
             with self.store.write() as tx:
-                secret = tx.secret_by_name(caller.tenant_id, name, for_update=True)
+                secret = target.find(tx, caller.tenant_id)
                 if secret is None:
-                    raise _not_found(name)
+                    raise target.not_found()
+                if target.id is not None:
+                    attempt.secret_name = secret.name
                 _check_version(secret, expected_version)
                 tx.delete_secret(secret.id)
                 self._succeeded(tx, caller, Action.DELETE, secret)
-            return DeletedSecret(secret.id, name, now)
+            return DeletedSecret(secret.id, secret.name, now)
 
-        return self._audited(caller, Action.DELETE, name, work)
+        return self._attempt(caller, attempt, work)

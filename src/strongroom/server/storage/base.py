@@ -243,6 +243,12 @@ class Transaction(ABC):
     ) -> SecretRecord | None: ...
 
     @abstractmethod
+    def secret_by_id(
+        self, tenant_id: str, secret_id: str, *, for_update: bool = False
+    ) -> SecretRecord | None:
+        """The tenant's secret with that id; another tenant's is ``None``, as a missing one."""
+
+    @abstractmethod
     def insert_secret(self, secret: SecretRecord) -> None:
         """Raises :class:`NameTaken` when the tenant already has a secret of that name."""
 
@@ -262,6 +268,12 @@ class Transaction(ABC):
         offset: int,
         metadata_filter: Mapping[str, Any] | None = None,
     ) -> Page[SecretRecord]: ...
+
+    @abstractmethod
+    def list_secrets_newest_first(
+        self, tenant_id: str, *, limit: int, offset: int
+    ) -> Page[SecretRecord]:
+        """The tenant's secrets, most recently created first."""
 
     @abstractmethod
     def insert_version(

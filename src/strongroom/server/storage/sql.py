@@ -296,6 +296,17 @@ class SQLTransaction(Transaction):
         row = self._one(stmt)
         return _secret(row) if row else None
 
+    def secret_by_id(
+        self, tenant_id: str, secret_id: str, *, for_update: bool = False
+    ) -> SecretRecord | None:
+        stmt = sa.select(t.secrets).where(
+            t.secrets.c.tenant_id == tenant_id, t.secrets.c.id == secret_id
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = self._one(stmt)
+        return _secret(row) if row else None
+
     def _write_metadata_entries(self, secret: SecretRecord) -> None:
         self.conn.execute(
             t.secret_metadata_entries.delete().where(
@@ -377,6 +388,21 @@ class SQLTransaction(Transaction):
                     sa.exists().where(other.c.secret_id == s.c.id, other.c.entry_hash == entry)
                 )
         rows = self.conn.execute(stmt.limit(limit + 1).offset(offset)).all()
+        return Page([_secret(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    def list_secrets_newest_first(
+        self, tenant_id: str, *, limit: int, offset: int
+    ) -> Page[SecretRecord]:
+        s = t.secrets
+        stmt = (
+            sa.select(s)
+            .where(s.c.tenant_id == tenant_id)
+            # ids are UUIDv7: among equal times, the later id is the newer secret
+            .order_by(s.c.created_at.desc(), s.c.id.desc())
+            .limit(limit + 1)
+            .offset(offset)
+        )
+        rows = self.conn.execute(stmt).all()
         return Page([_secret(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
     def insert_version(

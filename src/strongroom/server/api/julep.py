@@ -1,0 +1,178 @@
+"""Routes under ``/julep``: the secrets calls of the Julep API, for Julep's own clients.
+
+The official clients (``julep`` on PyPI, ``@julep/sdk`` on npm) pointed at
+``http://host:port/julep`` create, list, update and delete secrets here. The shapes are
+the clients' own (their ``Secret`` and ``SecretDeleteResponse`` types): a list is a bare
+JSON array, newest first; updates and deletes name a secret by id; a value is never
+returned (``"ENCRYPTED"``). Everything else is ``/v1``'s: the same keys and scopes
+(``Authorization: Bearer``, which the clients send), the same tenants, store, audit
+records and error envelope, through the same :class:`~strongroom.server.secrets.SecretService`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import AfterValidator, BaseModel, JsonValue
+
+from ..audit import Caller
+from ..errors import Conflict
+from ..secrets import UNSET
+from ..storage.base import SecretRecord
+from .deps import Services, authenticate, services
+from .schemas import (
+    ENCRYPTED,
+    Description,
+    Metadata,
+    SecretName,
+    Strict,
+    Timestamp,
+    Value,
+    error_responses,
+)
+from .secrets import _check_value
+
+
+def _secret_id(text: str) -> str:
+    """Secret ids are UUIDs; any spelling of one finds the secret (its canonical form)."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise ValueError("a secret id is a UUID (8-4-4-4-12 hex digits)") from None
+
+
+def _no_store(response: Response) -> None:
+    response.headers["Cache-Control"] = "no-store"
+
+
+router = APIRouter(prefix="/julep", tags=["julep"], dependencies=[Depends(_no_store)])
+
+SecretIdPath = Annotated[str, Path(description="the secret's id"), AfterValidator(_secret_id)]
+Auth = Annotated[Caller, Depends(authenticate)]
+Svc = Annotated[Services, Depends(services)]
+
+_COMMON = (401, 403, 422)
+
+
+# -- wire shapes ------------------------------------------------------------------------------
+class JulepSecretCreate(Strict):
+    name: SecretName
+    value: Value
+    description: Description = None
+    metadata: Metadata = None
+
+
+class JulepSecretUpdate(Strict):
+    """Julep's update: ``name`` and ``value`` always; a description or metadata left out,
+    or sent as ``null``, keeps the current one (as Julep's own server does)."""
+
+    name: SecretName
+    value: Value
+    description: Description = None
+    metadata: Metadata = None
+
+
+class JulepSecret(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    metadata: dict[str, JsonValue]
+    value: str
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class JulepDeleted(BaseModel):
+    id: str
+    deleted_at: Timestamp
+    jobs: list[str]
+
+
+def _out(secret: SecretRecord) -> dict[str, Any]:
+    return {
+        "id": secret.id,
+        "name": secret.name,
+        "description": secret.description,
+        "metadata": secret.metadata,
+        "value": ENCRYPTED,
+        "created_at": secret.created_at,
+        "updated_at": secret.updated_at,
+    }
+
+
+def _final(error: Conflict) -> None:
+    """A taken name stays taken: the clients retry a 409 unless told not to."""
+    error.headers["X-Should-Retry"] = "false"
+
+
+# -- routes -----------------------------------------------------------------------------------
+@router.post(
+    "/secrets",
+    status_code=201,
+    response_model=JulepSecret,
+    responses=error_responses(*_COMMON, 409, 413),
+    summary="Create a secret (Julep's shape)",
+)
+def create_secret(body: JulepSecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
+    _check_value(svc, body.value)
+    try:
+        secret = svc.secrets.create(caller, body.name, body.value, body.description, body.metadata)
+    except Conflict as error:
+        _final(error)
+        raise
+    return _out(secret)
+
+
+@router.get(
+    "/secrets",
+    response_model=list[JulepSecret],
+    responses=error_responses(*_COMMON),
+    summary="List secrets, newest first, as a bare array (values are never included)",
+)
+def list_secrets(
+    caller: Auth,
+    svc: Svc,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+) -> list[dict[str, Any]]:
+    page = svc.secrets.list_newest_first(caller, limit=limit, offset=offset)
+    return [_out(secret) for secret in page.items]
+
+
+@router.put(
+    "/secrets/{secret_id}",
+    response_model=JulepSecret,
+    responses=error_responses(*_COMMON, 404, 409, 413),
+    summary="Update a secret by id: a new value, and a new name when it differs",
+)
+def update_secret(
+    secret_id: SecretIdPath, body: JulepSecretUpdate, caller: Auth, svc: Svc
+) -> dict[str, Any]:
+    _check_value(svc, body.value)
+    try:
+        secret = svc.secrets.update_by_id(
+            caller,
+            secret_id,
+            value=body.value,
+            description=UNSET if body.description is None else body.description,
+            metadata=UNSET if body.metadata is None else body.metadata,
+            new_name=body.name,
+        )
+    except Conflict as error:
+        _final(error)
+        raise
+    return _out(secret)
+
+
+@router.delete(
+    "/secrets/{secret_id}",
+    status_code=202,
+    response_model=JulepDeleted,
+    responses=error_responses(*_COMMON, 404),
+    summary="Delete a secret by id and all its versions; the name is free at once",
+)
+def delete_secret(secret_id: SecretIdPath, caller: Auth, svc: Svc) -> dict[str, Any]:
+    deleted = svc.secrets.delete_by_id(caller, secret_id)
+    return {"id": deleted.id, "deleted_at": deleted.deleted_at, "jobs": []}
