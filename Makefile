@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The official Julep client, for the compatibility tests (see pyproject's julep-compat).
+	$(BIN)/python -m pip install --quiet --no-deps --group julep-compat
 	touch $(STAMP)
 
 # The embedded default: SQLite in ./data, a generated development master key, and a

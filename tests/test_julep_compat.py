@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Installed by `make install` (pyproject's julep-compat group, without its declared deps).
+import julep
 import pytest
 
 from strongroom import SecretNotFoundError, Strongroom
@@ -31,12 +33,6 @@ from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
 from .support import ServerProcess, canary, find_leaks
-
-julep = pytest.importorskip(
-    "julep",
-    reason="the official Julep client is not installed: "
-    ".venv/bin/pip install --no-deps --group julep-compat",
-)
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
