@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
 from .. import audit
 from ..audit import Action, Caller
+from ..storage.base import AuditEvent
 from . import schemas
 from .deps import Services, authenticate, services
 from .schemas import error_responses
@@ -32,23 +34,11 @@ def list_audit(
     page = audit.list_events(
         svc.store, caller, limit=limit, offset=offset, secret_name=secret, action=action
     )
-    return {
-        "items": [
-            {
-                "id": e.id,
-                "time": e.occurred_at,
-                "key_id": e.key_id,
-                "action": e.action,
-                "outcome": e.outcome,
-                "secret_name": e.secret_name,
-                "secret_id": e.secret_id,
-                "request_id": e.request_id,
-                "client_addr": e.client_addr,
-                "detail": e.detail,
-            }
-            for e in page.items
-        ],
-        "limit": limit,
-        "offset": offset,
-        "has_more": page.has_more,
-    }
+    return schemas.page_body(page, limit, offset, record_out)
+
+
+def record_out(event: AuditEvent) -> dict[str, Any]:
+    record = asdict(event)
+    del record["tenant_id"]  # the caller's own tenant, always
+    record["time"] = record.pop("occurred_at")
+    return record

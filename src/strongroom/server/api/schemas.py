@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -16,11 +17,14 @@ from pydantic import (
 )
 
 from ..._names import name_problem
+from ..storage.base import Page
 
 DESCRIPTION_MAX = 1000
 METADATA_MAX_KEYS = 64
 METADATA_MAX_BYTES = 16 * 1024
 ENCRYPTED = "ENCRYPTED"
+
+T = TypeVar("T")
 
 
 def check_name(name: str) -> str:
@@ -154,6 +158,18 @@ class ErrorBody(BaseModel):
 
 class ErrorEnvelope(BaseModel):
     error: ErrorBody
+
+
+def page_body(
+    page: Page[T], limit: int, offset: int, render: Callable[[T], dict[str, Any]]
+) -> dict[str, Any]:
+    """A page as every list route answers it: ``{items, limit, offset, has_more}``."""
+    return {
+        "items": [render(item) for item in page.items],
+        "limit": limit,
+        "offset": offset,
+        "has_more": page.has_more,
+    }
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

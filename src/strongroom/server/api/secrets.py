@@ -111,12 +111,7 @@ def list_secrets(
     page = svc.secrets.list_secrets(
         caller, limit=limit, offset=offset, metadata_filter=_metadata_filter(request)
     )
-    return {
-        "items": [secret_out(s) for s in page.items],
-        "limit": limit,
-        "offset": offset,
-        "has_more": page.has_more,
-    }
+    return schemas.page_body(page, limit, offset, secret_out)
 
 
 @router.get(

@@ -11,7 +11,7 @@ from ..audit import Caller
 from ..storage.base import ExecutionRecord, StepRecord, TaskRecord
 from . import task_schemas as schemas
 from .deps import Services, authenticate, services
-from .schemas import error_responses
+from .schemas import error_responses, page_body
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 executions_router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -88,12 +88,7 @@ def create_task(
 )
 def list_tasks(caller: Auth, svc: Svc, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     page = svc.tasks.list_tasks(caller, limit=limit, offset=offset)
-    return {
-        "items": [task_out(t) for t in page.items],
-        "limit": limit,
-        "offset": offset,
-        "has_more": page.has_more,
-    }
+    return page_body(page, limit, offset, task_out)
 
 
 @router.get(
@@ -149,12 +144,7 @@ def list_executions(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     page = svc.tasks.list_executions(caller, task_id=task_id, limit=limit, offset=offset)
-    return {
-        "items": [execution_out(e) for e in page.items],
-        "limit": limit,
-        "offset": offset,
-        "has_more": page.has_more,
-    }
+    return page_body(page, limit, offset, execution_out)
 
 
 @executions_router.get(
