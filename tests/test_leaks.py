@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -321,3 +322,26 @@ def test_query_validation_errors_never_echo_the_input(api: TestClient) -> None:
         response = api.get(url)
         assert response.status_code == 422, response.text
         assert find_leaks(value, response.content) == [], url
+
+
+def test_an_answer_that_fails_validation_is_logged_without_its_content(
+    api: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug that makes an answer invalid must not copy the answer (a value) into the log."""
+    from strongroom.server.api import secrets as routes
+
+    value = canary()
+    assert api.post("/v1/secrets", json={"name": "broken", "value": value}).status_code == 201
+    original = routes.secret_out
+
+    def broken(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        return {**original(*args, **kwargs), "created_at": "not a time"}
+
+    monkeypatch.setattr(routes, "secret_out", broken)
+    with caplog.at_level("DEBUG"):
+        answer = api.get("/v1/secrets/broken")
+    assert answer.status_code == 500
+    assert "failed validation" in caplog.text
+    logged = (caplog.text + "".join(str(vars(r)) for r in caplog.records)).encode()
+    assert find_leaks(value, logged) == []
+    assert find_leaks(value, answer.content) == []

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -135,7 +136,14 @@ async def _storage_unavailable(_request: Request, exc: Exception) -> JSONRespons
 
 
 def unexpected_error(exc: BaseException) -> JSONResponse:
-    log.error("unhandled error", exc_info=exc)
+    if isinstance(exc, ResponseValidationError | PydanticValidationError):
+        # Their text quotes the offending input, which may be an answer holding a value:
+        # log where validation failed, never what was there.
+        errors = exc.errors()
+        where = sorted({location(tuple(e.get("loc", ()))) for e in errors})
+        log.error("an answer failed validation", extra={"error": type(exc).__name__, "at": where})
+    else:
+        log.error("unhandled error", exc_info=exc)
     return error_response(InternalError("internal error; the request id identifies it in the logs"))
 
 
