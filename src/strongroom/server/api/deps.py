@@ -29,9 +29,16 @@ class Services:
     tasks: TaskService
 
 
-def services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+async def services(request: Request) -> Services:
+    """The app's services, as a dependency. ``async`` on purpose: it does no I/O, and
+    FastAPI would run a plain ``def`` dependency on the threadpool, one more hop per
+    request."""
+    return services_of(request)
 
 
 def _client_addr(request: Request) -> str | None:
@@ -42,7 +49,7 @@ def _refuse(
     request: Request, reason: str, *, tenant_id: str | None = None, key_id: str | None = None
 ) -> Unauthorized:
     audit.record_alone(
-        services(request).store,
+        services_of(request).store,
         audit.event(
             None,
             Action.AUTHENTICATE,
@@ -69,7 +76,7 @@ def authenticate(request: Request) -> Caller:
     problem = format_problem(key)
     if problem is not None:
         raise _refuse(request, problem)
-    with services(request).store.read() as tx:
+    with services_of(request).store.read() as tx:
         record = tx.api_key_by_hash(hash_api_key(key))
     if record is None:
         raise _refuse(request, "API key is not recognised")
