@@ -313,7 +313,7 @@ def postgres_cpu_s(db_name: str | None) -> float:
     """CPU seconds of the PostgreSQL processes working for ``db_name`` (0 without one).
 
     Those are the backends whose title names the database, and the server's shared
-    helpers (WAL writer, checkpointer...), whose titles name no client. Other sessions'
+    helpers (WAL writer, checkpointer...), whose titles name no client. Other processes'
     backends on other databases count as "other". A backend that exits during the run
     takes its CPU with it; a server's pooled connections stay, so this is close.
     """
@@ -366,7 +366,7 @@ class CpuSample:
     def other_share(self, later: CpuSample) -> float:
         """Share of the machine that went to neither server, database, wrk nor this bench.
 
-        Another session's test run on the same two cores shows up here; runs where it is
+        Another test run on the same two cores shows up here; runs where it is
         high are redone rather than reported.
         """
         ours = (
