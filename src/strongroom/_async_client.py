@@ -22,6 +22,7 @@ from ._core import (
     drive_async,
     exchange,
 )
+from ._pages import awalk
 from ._waiting import poll_delays
 from .exceptions import RotationCheckFailed, WaitTimeoutError
 from .models import (
@@ -79,14 +80,10 @@ class AsyncSecrets(_Resource):
         self, *, metadata: Mapping[str, Any] | None = None, page_size: int = 100
     ) -> AsyncIterator[Secret]:
         """Every secret (matching ``metadata``), fetching pages as the loop goes."""
-        offset = 0
-        while True:
-            page = await self.list(limit=page_size, offset=offset, metadata=metadata)
-            for item in page.items:
-                yield item
-            if not page.has_more:
-                return
-            offset += len(page.items)
+        async for item in awalk(
+            lambda offset: self.list(limit=page_size, offset=offset, metadata=metadata)
+        ):
+            yield item
 
     async def get(
         self, name: str, *, version: int | None = None, timeout: Timeout | NotGiven = NOT_GIVEN
@@ -269,14 +266,10 @@ class AsyncAudit(_Resource):
     async def list_all(
         self, *, secret: str | None = None, action: str | None = None, page_size: int = 100
     ) -> AsyncIterator[AuditRecord]:
-        offset = 0
-        while True:
-            page = await self.list(limit=page_size, offset=offset, secret=secret, action=action)
-            for item in page.items:
-                yield item
-            if not page.has_more:
-                return
-            offset += len(page.items)
+        async for item in awalk(
+            lambda offset: self.list(limit=page_size, offset=offset, secret=secret, action=action)
+        ):
+            yield item
 
 
 class AsyncStrongroom:
@@ -299,10 +292,7 @@ class AsyncStrongroom:
     ) -> None:
         self._config = ClientConfig.resolve(api_key, base_url, timeout, max_retries)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient()
-        self._http.base_url = httpx.URL(self._config.base_url)
-        self._http.headers.update(self._config.headers())
-        self._http.timeout = httpx.Timeout(self._config.timeout)
+        self._http = self._config.configure(http_client or httpx.AsyncClient())
         self.secrets = AsyncSecrets(self)
         self.tasks = AsyncTasks(self)
         self.executions = AsyncExecutions(self)

@@ -20,6 +20,7 @@ from ._core import (
     drive_sync,
     exchange,
 )
+from ._pages import walk
 from ._waiting import poll_delays
 from .exceptions import RotationCheckFailed, WaitTimeoutError
 from .models import (
@@ -77,13 +78,7 @@ class Secrets(_Resource):
         self, *, metadata: Mapping[str, Any] | None = None, page_size: int = 100
     ) -> Iterator[Secret]:
         """Every secret (matching ``metadata``), fetching pages as the loop goes."""
-        offset = 0
-        while True:
-            page = self.list(limit=page_size, offset=offset, metadata=metadata)
-            yield from page.items
-            if not page.has_more:
-                return
-            offset += len(page.items)
+        return walk(lambda offset: self.list(limit=page_size, offset=offset, metadata=metadata))
 
     def get(
         self, name: str, *, version: int | None = None, timeout: Timeout | NotGiven = NOT_GIVEN
@@ -260,13 +255,9 @@ class Audit(_Resource):
     def list_all(
         self, *, secret: str | None = None, action: str | None = None, page_size: int = 100
     ) -> Iterator[AuditRecord]:
-        offset = 0
-        while True:
-            page = self.list(limit=page_size, offset=offset, secret=secret, action=action)
-            yield from page.items
-            if not page.has_more:
-                return
-            offset += len(page.items)
+        return walk(
+            lambda offset: self.list(limit=page_size, offset=offset, secret=secret, action=action)
+        )
 
 
 class Strongroom:
@@ -289,10 +280,7 @@ class Strongroom:
     ) -> None:
         self._config = ClientConfig.resolve(api_key, base_url, timeout, max_retries)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client()
-        self._http.base_url = httpx.URL(self._config.base_url)
-        self._http.headers.update(self._config.headers())
-        self._http.timeout = httpx.Timeout(self._config.timeout)
+        self._http = self._config.configure(http_client or httpx.Client())
         self.secrets = Secrets(self)
         self.tasks = Tasks(self)
         self.executions = Executions(self)

@@ -37,6 +37,7 @@ from .exceptions import (
 log = logging.getLogger("strongroom.client")
 
 T = TypeVar("T")
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 30.0
@@ -106,6 +107,13 @@ class ClientConfig:
             timeout=DEFAULT_TIMEOUT if isinstance(timeout, NotGiven) else timeout,
             max_retries=max_retries,
         )
+
+    def configure(self, http: H) -> H:
+        """Point an httpx client at this server, with this key and default timeout."""
+        http.base_url = httpx.URL(self.base_url)
+        http.headers.update(self.headers())
+        http.timeout = httpx.Timeout(self.timeout)
+        return http
 
     def headers(self) -> dict[str, str]:
         return {
