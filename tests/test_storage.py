@@ -208,3 +208,127 @@ def test_execution_status_moves_only_from_the_given_statuses(store: Store, tenan
         assert tx.execution_by_id(run.id, "another tenant") is None
         assert tx.task_by_id(tenant_id, task.id) is None
         assert tx.unfinished_execution_ids(10) == []
+
+
+# -- listing: pages walked in an index, the sparsest filter entry driving ----------------------
+# Prefixes whose code-point order differs from any case-insensitive or locale order.
+_PREFIXES = ("a", "A", "z", "Z", "é", "É", "日", "_", "0", "~")
+RARE = ("tag", "rare")
+TWIN = ("twin", "yes")  # on exactly the rare secrets: a tie with RARE at every depth
+MID = ("half", "yes")
+
+
+def _entry(pair: tuple[str, str]) -> bytes:
+    from strongroom.server.storage.sql import metadata_entry_hash
+
+    return metadata_entry_hash(*pair)
+
+
+def _common_hashed_first() -> tuple[str, str]:
+    """An entry every secret holds, whose hash sorts before the others': the entry a walk
+    in hash order would be driven by, though it filters out nothing."""
+    others = min(_entry(RARE), _entry(TWIN), _entry(MID))
+    candidates = (("env", f"prod{j}") for j in range(1000))
+    return next(pair for pair in candidates if _entry(pair) < others)
+
+
+COMMON = _common_hashed_first()
+
+
+def _populate(store: Store, tenant_id: str, count: int) -> dict[str, dict[str, str]]:
+    """``count`` secrets, inserted out of name order: all COMMON, every second MID, every
+    seventh RARE and TWIN. Returns name -> metadata."""
+    made: dict[str, dict[str, str]] = {}
+    with store.write() as tx:
+        for i in range(count):
+            name = f"{_PREFIXES[i % len(_PREFIXES)]}{(i * 37) % 101:03d}"
+            metadata = dict([COMMON])
+            if i % 2 == 0:
+                metadata.update([MID])
+            if i % 7 == 0:
+                metadata.update([RARE, TWIN])
+            tx.insert_secret(secret(tenant_id, name, **metadata))
+            made[name] = metadata
+    return made
+
+
+def test_every_page_of_every_filter_matches_a_scan(store: Store, tenant_id: str) -> None:
+    made = _populate(store, tenant_id, 60)
+    filters: list[dict[str, str]] = [
+        {},
+        dict([COMMON]),
+        dict([RARE]),
+        dict([COMMON, RARE]),
+        dict([RARE, COMMON]),
+        dict([COMMON, MID, RARE]),
+        dict([MID, TWIN]),
+        dict([COMMON, ("env", "nowhere")]),
+    ]
+    for wanted in filters:
+        expected = sorted(n for n, m in made.items() if wanted.items() <= m.items())
+        # Every offset at one limit, and the edges (first, last, just past the end) at 1.
+        edges = {0, len(expected) - 1, len(expected), len(expected) + 1} - {-1}
+        pages = [(7, offset) for offset in range(len(expected) + 2)] + [(1, o) for o in edges]
+        with store.read() as tx:
+            for limit, offset in pages:
+                page = tx.list_secrets(
+                    tenant_id, limit=limit, offset=offset, metadata_filter=wanted
+                )
+                assert [s.name for s in page.items] == expected[offset : offset + limit]
+                assert page.has_more == (offset + limit < len(expected)), (wanted, offset)
+            deep = tx.list_secrets(tenant_id, limit=5, offset=10**9, metadata_filter=wanted)
+        assert deep.items == []
+        assert not deep.has_more
+    # The rows themselves come back whole, not just their names.
+    with store.read() as tx:
+        [first] = tx.list_secrets(tenant_id, limit=1, offset=0, metadata_filter=dict([RARE])).items
+    assert first.metadata == made[first.name]
+    assert first.created_at == NOW
+
+
+def test_the_sparsest_entry_drives_whatever_its_hash(store: Store, tenant_id: str) -> None:
+    _populate(store, tenant_id, 60)
+    # Another tenant's secrets, all of them RARE, must not make RARE look common here.
+    other = ensure_tenant(store, "other").id
+    for i in range(50):
+        add(store, secret(other, f"n{i:02d}", **dict([RARE, TWIN])))
+    by_hash = sorted([_entry(COMMON), _entry(MID), _entry(RARE)])
+    with store.read() as tx:
+        for depth in (5, 100, 10_000):
+            chosen = tx._sparsest_entry(tenant_id, by_hash, depth)  # type: ignore[attr-defined]
+            assert by_hash[chosen] == _entry(RARE), depth
+        # An entry no secret holds drives at once, whatever else is asked for.
+        with_nowhere = sorted([*by_hash, _entry(("env", "nowhere"))])
+        chosen = tx._sparsest_entry(tenant_id, with_nowhere, 100)  # type: ignore[attr-defined]
+        assert with_nowhere[chosen] == _entry(("env", "nowhere"))
+        # Equally sparse entries: the lower hash, so the plan does not flip between calls.
+        twins = sorted([_entry(COMMON), _entry(RARE), _entry(TWIN)])
+        for depth in (5, 100):
+            chosen = tx._sparsest_entry(tenant_id, twins, depth)  # type: ignore[attr-defined]
+            assert twins[chosen] == min(_entry(RARE), _entry(TWIN)), depth
+
+
+def test_multi_entry_filters_stay_within_the_tenant(store: Store, tenant_id: str) -> None:
+    # Here COMMON and RARE have one holder each, so COMMON (the lower hash) drives and RARE
+    # is checked by name: the other tenant's "x" and "y" hold RARE and must not count.
+    other = ensure_tenant(store, "other").id
+    mine = secret(tenant_id, "x", **dict([COMMON]))
+    add(store, mine)
+    add(store, secret(tenant_id, "z", **dict([RARE])))
+    add(store, secret(other, "x", **dict([COMMON, RARE])))
+    add(store, secret(other, "y", **dict([COMMON, RARE])))
+    both = dict([COMMON, RARE])
+    assert names(store, tenant_id, metadata_filter=both) == []
+    assert names(store, other, metadata_filter=both) == ["x", "y"]
+    # After a rename onto another name the other tenant uses, still nothing here.
+    with store.write() as tx:
+        tx.update_secret(replace(mine, name="y"))
+    assert names(store, tenant_id, metadata_filter=dict([COMMON])) == ["y"]
+    assert names(store, tenant_id, metadata_filter=both) == []
+    assert names(store, tenant_id, metadata_filter=dict([RARE, COMMON])) == []
+    # The rows are this tenant's own, not the other's of the same name.
+    with store.read() as tx:
+        for wanted in ({}, dict([COMMON])):
+            page = tx.list_secrets(tenant_id, limit=10, offset=0, metadata_filter=wanted)
+            assert {s.tenant_id for s in page.items} == {tenant_id}
+            assert page.items[-1 if wanted else 0].id == mine.id

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .base import NameTaken, StorageError, StorageUnavailable, Store, Transaction
+from .base import (
+    NameTaken,
+    StorageError,
+    StorageFull,
+    StorageIOError,
+    StorageReadOnly,
+    StorageUnavailable,
+    Store,
+    Transaction,
+)
 
 
 def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
@@ -24,6 +33,9 @@ def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
 __all__ = [
     "NameTaken",
     "StorageError",
+    "StorageFull",
+    "StorageIOError",
+    "StorageReadOnly",
     "StorageUnavailable",
     "Store",
     "Transaction",

@@ -5,9 +5,17 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from .base import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
 from .sql import SQLStore
 
 _UNIQUE_VIOLATION = "23505"
+# SQLSTATEs that name the fault: disk_full, read_only_sql_transaction (a standby, or
+# default_transaction_read_only), io_error.
+_FAULTS: dict[str, type[StorageUnavailable]] = {
+    "53100": StorageFull,
+    "25006": StorageReadOnly,
+    "58030": StorageIOError,
+}
 _MIGRATION_LOCK = 0x5354524F4E47  # "STRONG"
 
 
@@ -32,6 +40,9 @@ class PostgresStore(SQLStore):
 
     def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
         return getattr(exc.orig, "sqlstate", None) == _UNIQUE_VIOLATION
+
+    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
+        return _FAULTS.get(str(getattr(exc.orig, "sqlstate", None)))
 
 
 def _driver_url(url: str) -> str:

@@ -111,7 +111,8 @@ secret_versions = sa.Table(
     sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("created_by", Id, nullable=True),
-    sa.Index("ix_secret_versions_kek", "kek_id"),
+    # In key order within a KEK: rotation takes the next batch still under an old KEK.
+    sa.Index("ix_secret_versions_kek", "kek_id", "secret_id", "version"),
 )
 
 # One row per top-level metadata entry, keyed by a hash of (key, canonical JSON value), so

@@ -8,11 +8,12 @@ lives in :mod:`.sqlite` and :mod:`.postgres`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -154,9 +155,122 @@ def _step(row: Row[Any]) -> StepRecord:
 
 _UNFINISHED = ("queued", "running")
 
+# How many index steps a multi-entry filter may spend per entry choosing which one drives
+# the walk (see ``_sparsest_entry``): enough to tell a 5% entry from a 60% one.
+_PROBE_DEPTH = 1000
+
+
+@functools.lru_cache(maxsize=32)
+def _list_statement(entries: int, lateral: bool) -> sa.Select[Any]:
+    """A page of a tenant's secrets in name order, filtered by ``entries`` metadata entries.
+
+    Two steps in one statement: first the page's names, from an index that holds them, so
+    each row skipped by the offset costs one index step and no look-up into ``secrets``;
+    then the page's rows, by (tenant, name). Unfiltered, the names come from
+    ``uq_secrets_tenant_name``. Filtered, entry ``e0`` drives a walk of
+    ``ix_secret_metadata_lookup`` (tenant, entry, name) and every other entry is checked
+    per candidate by a probe of the same index on the name (unique in a tenant), so
+    neither step reads a table row it does not return.
+
+    ``lateral`` (PostgreSQL) fetches each row in a ``LATERAL (... LIMIT 1)``, which the
+    planner cannot turn into a hash join: costing a random page at four sequential ones,
+    it would rather scan a mid-sized tenant's whole table than make the page's hundred
+    index look-ups (3 ms against 0.6 at 10,000 secrets). SQLite has no LATERAL, and looks
+    the rows up by index anyway.
+
+    Bound: ``tenant_id``, ``e0``..``e{entries-1}``, ``limit`` and ``offset``. Built once per
+    entry count: building and keying this statement costs more than running it.
+    """
+    s, m = t.secrets, t.secret_metadata_entries
+    tenant: sa.BindParameter[Any] = sa.bindparam("tenant_id")
+    if entries == 0:
+        names = sa.select(s.c.name).where(s.c.tenant_id == tenant).order_by(s.c.name)
+    else:
+        walk = m.alias("m0")
+        names = (
+            sa.select(walk.c.name)
+            .where(walk.c.tenant_id == tenant, walk.c.entry_hash == sa.bindparam("e0"))
+            .order_by(walk.c.name)
+        )
+        for i in range(1, entries):
+            other = m.alias(f"m{i}")
+            # EXISTS (SELECT name ...), not SELECT *: SQLite then answers from the index
+            # alone instead of also reading each entry's row.
+            names = names.where(
+                sa.select(other.c.name)
+                .where(
+                    other.c.tenant_id == tenant,
+                    other.c.entry_hash == sa.bindparam(f"e{i}"),
+                    other.c.name == walk.c.name,
+                )
+                .exists()
+            )
+    page = names.limit(sa.bindparam("limit")).offset(sa.bindparam("offset")).subquery("page")
+    if lateral:
+        # Names are unique in a tenant: LIMIT 1 changes no answer, only the plan.
+        row = (
+            sa.select(s)
+            .where(s.c.tenant_id == tenant, s.c.name == page.c.name)
+            .limit(1)
+            .lateral("row")
+        )
+        return sa.select(row).select_from(page).join(row, sa.true()).order_by(page.c.name)
+    return (
+        sa.select(s)
+        .join(page, sa.and_(s.c.tenant_id == tenant, s.c.name == page.c.name))
+        .order_by(page.c.name)
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _probe_statement(entries: int) -> sa.Select[Any]:
+    """For each entry ``e{i}``: how many of the first ``k`` holders it has, and the k-th
+    holder's name (``k_1`` = k - 1), each at most k steps of the lookup index."""
+    m = t.secret_metadata_entries
+    probes: list[Any] = []
+    for i in range(entries):
+        holders = sa.select(m.c.name).where(
+            m.c.tenant_id == sa.bindparam("tenant_id"), m.c.entry_hash == sa.bindparam(f"e{i}")
+        )
+        first_k = holders.limit(sa.bindparam("k")).subquery(f"first{i}")
+        count = sa.select(sa.func.count()).select_from(first_k).scalar_subquery()
+        kth = holders.order_by(m.c.name).limit(1).offset(sa.bindparam("k_1")).scalar_subquery()
+        probes += [count.label(f"n{i}"), kth.label(f"k{i}")]
+    return sa.select(*probes)
+
 
 _API_KEY_COLUMNS = (*t.api_keys.c, t.tenants.c.name.label("tenant_name"))
 _API_KEY_FROM = t.api_keys.join(t.tenants, t.tenants.c.id == t.api_keys.c.tenant_id)
+
+# The statements every request runs, built once with bound parameters. Building a Core
+# statement and its cache key costs more than executing it on SQLite; a prebuilt one
+# memoises both.
+_KEY_BY_HASH = (
+    sa.select(*_API_KEY_COLUMNS)
+    .select_from(_API_KEY_FROM)
+    .where(t.api_keys.c.key_hash == sa.bindparam("key_hash"))
+)
+_SECRET_BY_NAME = sa.select(t.secrets).where(
+    t.secrets.c.tenant_id == sa.bindparam("tenant_id"), t.secrets.c.name == sa.bindparam("name")
+)
+_SECRET_BY_NAME_FOR_UPDATE = _SECRET_BY_NAME.with_for_update()
+_VERSION = sa.select(t.secret_versions).where(
+    t.secret_versions.c.secret_id == sa.bindparam("secret_id"),
+    t.secret_versions.c.version == sa.bindparam("version"),
+)
+_INSERT_AUDIT_EVENT = t.audit_events.insert()
+# Rotation runs this once per data key; built once, it takes a quarter of the CPU (0.07 ms
+# against 0.37 on SQLite) that building the statement for every key did.
+_REPLACE_WRAPPED_DEK = (
+    t.secret_versions.update()
+    .where(
+        t.secret_versions.c.secret_id == sa.bindparam("b_secret_id"),
+        t.secret_versions.c.version == sa.bindparam("b_version"),
+        t.secret_versions.c.kek_id == sa.bindparam("b_old_kek_id"),
+    )
+    .values(kek_id=sa.bindparam("b_kek_id"), wrapped_dek=sa.bindparam("b_wrapped_dek"))
+)
+_AUDIT_COLUMNS = tuple(f.name for f in fields(AuditEvent) if f.name != "id")
 
 
 class SQLTransaction(Transaction):
@@ -195,12 +309,7 @@ class SQLTransaction(Transaction):
         )
 
     def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
-        stmt = (
-            sa.select(*_API_KEY_COLUMNS)
-            .select_from(_API_KEY_FROM)
-            .where(t.api_keys.c.key_hash == key_hash)
-        )
-        row = self._one(stmt)
+        row = self.conn.execute(_KEY_BY_HASH, {"key_hash": key_hash}).first()
         return _api_key(row) if row else None
 
     def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
@@ -276,24 +385,21 @@ class SQLTransaction(Transaction):
     def replace_wrapped_dek(
         self, secret_id: str, version: int, old_kek_id: int, new: Sealed
     ) -> bool:
-        v = t.secret_versions.c
-        result = self.conn.execute(
-            t.secret_versions.update()
-            .where(v.secret_id == secret_id, v.version == version, v.kek_id == old_kek_id)
-            .values(kek_id=new.kek_id, wrapped_dek=new.wrapped_dek)
-        )
-        return result.rowcount == 1
+        params = {
+            "b_secret_id": secret_id,
+            "b_version": version,
+            "b_old_kek_id": old_kek_id,
+            "b_kek_id": new.kek_id,
+            "b_wrapped_dek": new.wrapped_dek,
+        }
+        return self.conn.execute(_REPLACE_WRAPPED_DEK, params).rowcount == 1
 
     # -- secrets --------------------------------------------------------------------------
     def secret_by_name(
         self, tenant_id: str, name: str, *, for_update: bool = False
     ) -> SecretRecord | None:
-        stmt = sa.select(t.secrets).where(
-            t.secrets.c.tenant_id == tenant_id, t.secrets.c.name == name
-        )
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = self._one(stmt)
+        stmt = _SECRET_BY_NAME_FOR_UPDATE if for_update else _SECRET_BY_NAME
+        row = self.conn.execute(stmt, {"tenant_id": tenant_id, "name": name}).first()
         return _secret(row) if row else None
 
     def secret_by_id(
@@ -367,28 +473,35 @@ class SQLTransaction(Transaction):
         offset: int,
         metadata_filter: Mapping[str, Any] | None = None,
     ) -> Page[SecretRecord]:
-        s = t.secrets
-        if not metadata_filter:
-            stmt = sa.select(s).where(s.c.tenant_id == tenant_id).order_by(s.c.name)
-        else:
-            # The first entry drives an index walk in name order; each further entry is
-            # checked per candidate, so a page costs offset + limit index steps.
-            entries = sorted(metadata_entry_hash(k, v) for k, v in metadata_filter.items())
-            m = t.secret_metadata_entries
-            driver = m.alias("m0")
-            stmt = (
-                sa.select(s)
-                .select_from(driver.join(s, s.c.id == driver.c.secret_id))
-                .where(driver.c.tenant_id == tenant_id, driver.c.entry_hash == entries[0])
-                .order_by(driver.c.name)
-            )
-            for i, entry in enumerate(entries[1:], start=1):
-                other = m.alias(f"m{i}")
-                stmt = stmt.where(
-                    sa.exists().where(other.c.secret_id == s.c.id, other.c.entry_hash == entry)
-                )
-        rows = self.conn.execute(stmt.limit(limit + 1).offset(offset)).all()
+        entries = sorted(metadata_entry_hash(k, v) for k, v in (metadata_filter or {}).items())
+        if len(entries) > 1:
+            # The sparsest entry drives the walk (bound as e0); the others are checked.
+            driver = self._sparsest_entry(tenant_id, entries, offset + limit + 1)
+            entries.insert(0, entries.pop(driver))
+        params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit + 1, "offset": offset}
+        params.update((f"e{i}", entry) for i, entry in enumerate(entries))
+        lateral = self.store.dialect == "postgresql"
+        rows = self.conn.execute(_list_statement(len(entries), lateral), params).all()
         return Page([_secret(r) for r in rows[:limit]], has_more=len(rows) > limit)
+
+    def _sparsest_entry(self, tenant_id: str, entries: list[bytes], depth: int) -> int:
+        """Which entry to drive by: the one with the fewest secrets among the first names.
+
+        Driving by an entry costs one step per secret that holds it, up to the page's last
+        name. Counting every entry's secrets could cost as much as the walk; instead each
+        entry is probed K index steps deep (K = ``depth``, at most ``_PROBE_DEPTH``): an
+        entry with fewer than K secrets is counted exactly, and the fewest wins; when every
+        entry has K or more, the one whose K-th name sorts last is the sparsest over the
+        names a page will cover. Ties go to the lower hash, so the choice is deterministic.
+        """
+        k = min(depth, _PROBE_DEPTH)
+        params: dict[str, Any] = {"tenant_id": tenant_id, "k": k, "k_1": k - 1}
+        params.update((f"e{i}", entry) for i, entry in enumerate(entries))
+        found = self.conn.execute(_probe_statement(len(entries)), params).one()
+        counts, kth_names = found[0::2], found[1::2]
+        if min(counts) < k:
+            return counts.index(min(counts))
+        return max(range(len(entries)), key=lambda i: (kth_names[i], -i))
 
     def list_secrets_newest_first(
         self, tenant_id: str, *, limit: int, offset: int
@@ -422,10 +535,7 @@ class SQLTransaction(Transaction):
         )
 
     def version(self, secret_id: str, version: int) -> StoredVersion | None:
-        v = t.secret_versions.c
-        row = self._one(
-            sa.select(t.secret_versions).where(v.secret_id == secret_id, v.version == version)
-        )
+        row = self.conn.execute(_VERSION, {"secret_id": secret_id, "version": version}).first()
         return _stored_version(row) if row else None
 
     def list_versions(self, secret_id: str) -> list[VersionRecord]:
@@ -607,9 +717,10 @@ class SQLTransaction(Transaction):
 
     # -- audit ----------------------------------------------------------------------------
     def insert_audit_event(self, event: AuditEvent) -> None:
-        values = asdict(event)
-        del values["id"]  # the database numbers events
-        self.conn.execute(t.audit_events.insert().values(**values))
+        # A shallow copy: dataclasses.asdict deep-copies every field, on every request.
+        # ``id`` is left out; the database numbers events.
+        values = {name: getattr(event, name) for name in _AUDIT_COLUMNS}
+        self.conn.execute(_INSERT_AUDIT_EVENT, values)
 
     def list_audit_events(
         self,
@@ -638,6 +749,7 @@ class SQLStore(Store):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
 
     # -- dialect hooks --------------------------------------------------------------------
     def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
@@ -646,6 +758,42 @@ class SQLStore(Store):
     def write_options(self) -> dict[str, Any]:
         """Execution options that make a transaction take the write lock up front."""
         return {}
+
+    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
+        """The precise fault a driver error reports (full, read-only, failing storage), by
+        the dialect's own error codes; None when it reports none of them."""
+        return None
+
+    def _fault(self, exc: sa.exc.DBAPIError) -> StorageUnavailable | None:
+        """What a driver error means for the caller; None for an error that is no fault
+        of the database (a constraint, a bug), which must surface as it is."""
+        fault = self.storage_fault(exc)
+        if fault is not None:
+            return fault(f"{getattr(fault, 'what', 'database fault')}: {_describe(exc)}")
+        if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            return StorageUnavailable(_describe(exc))
+        return None
+
+    @contextmanager
+    def _faults(self) -> Iterator[None]:
+        """Driver errors that report a fault of the database, raised as the storage error
+        that names it; any other error unchanged."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            fault = self._fault(exc)
+            if fault is None:
+                raise
+            raise fault from None
+        except self._driver_error as exc:
+            # Raised outside SQLAlchemy's wrapping, by a statement a connection event runs
+            # on the driver itself (SQLite's BEGIN): the same faults, the same answers.
+            wrapped = sa.exc.DBAPIError.instance(None, None, exc, self._driver_error)
+            assert isinstance(wrapped, sa.exc.DBAPIError)
+            fault = self._fault(wrapped)
+            if fault is None:
+                raise
+            raise fault from None
 
     @contextmanager
     def unique_violation_as_name_taken(self) -> Iterator[None]:
@@ -659,18 +807,13 @@ class SQLStore(Store):
     # -- transactions ---------------------------------------------------------------------
     @contextmanager
     def _transaction(self, options: dict[str, Any]) -> Iterator[Transaction]:
-        try:
+        with self._faults():
             conn = self.engine.connect()
-        except sa.exc.OperationalError as exc:
-            raise StorageUnavailable(_describe(exc)) from None
-        try:
             with conn:
                 if options:
                     conn = conn.execution_options(**options)
                 with conn.begin():
                     yield SQLTransaction(conn, self)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise StorageUnavailable(_describe(exc)) from None
 
     def read(self) -> Any:
         return self._transaction({})
@@ -684,7 +827,8 @@ class SQLStore(Store):
     def migrate(self) -> None:
         from .migrate import upgrade
 
-        with self.engine.connect() as conn:
+        # Start-up meets a full, read-only or unreachable database here first.
+        with self._faults(), self.engine.connect() as conn:
             conn = conn.execution_options(**self.write_options())
             with conn.begin():
                 self.lock_for_migration(conn)
@@ -695,7 +839,7 @@ class SQLStore(Store):
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         except sa.exc.DBAPIError as exc:
-            raise StorageUnavailable(_describe(exc)) from None
+            raise self._fault(exc) or StorageUnavailable(_describe(exc)) from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +14,17 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
+from .base import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable, Transaction
 from .sql import SQLStore
 
 _BEGIN_MODE = "strongroom_sqlite_begin"
+
+# SQLite's primary result codes (the low byte of an extended code) that name the fault.
+_FAULTS: dict[int, type[StorageUnavailable]] = {
+    sqlite3.SQLITE_FULL: StorageFull,
+    sqlite3.SQLITE_READONLY: StorageReadOnly,
+    sqlite3.SQLITE_IOERR: StorageIOError,
+}
 
 
 class SQLiteStore(SQLStore):
@@ -41,10 +53,20 @@ class SQLiteStore(SQLStore):
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             mode = conn.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            # Straight to the driver: SQLAlchemy's own execution path (events, result
+            # set-up) costs more than the BEGIN, and every request opens two transactions.
+            dbapi_conn = conn.connection.driver_connection
+            assert dbapi_conn is not None
+            dbapi_conn.execute(f"BEGIN {mode}")
 
         super().__init__(engine)
         self.path = path
+        self.busy_timeout_s = busy_timeout_s
+        # SQLite has one writer at a time. Threads of this process queue here, in order,
+        # instead of in SQLite's busy handler, which polls with growing sleeps (up to
+        # 100 ms) and so turns a queue of short transactions into seconds of tail latency.
+        # Other processes (the CLI, a second server) still meet at the busy handler.
+        self._write_lock = threading.Lock()
 
     def system_database_url(self) -> str:
         if self.path == ":memory:":
@@ -53,6 +75,34 @@ class SQLiteStore(SQLStore):
 
     def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
         return "UNIQUE constraint failed" in str(exc.orig)
+
+    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if not isinstance(code, int):
+            return None
+        if code & 0xFF == sqlite3.SQLITE_CANTOPEN and self._refuses_writes():
+            # A WAL database cannot even be opened where its -shm file cannot be made.
+            return StorageReadOnly
+        return _FAULTS.get(code & 0xFF)
+
+    def _refuses_writes(self) -> bool:
+        """The file or its directory is not writable for this process: a read-only
+        filesystem (os.access sees EROFS even for root) or permissions."""
+        path = Path(self.path)
+        return path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+    @contextmanager
+    def _serialised_write(self) -> Iterator[Transaction]:
+        if not self._write_lock.acquire(timeout=self.busy_timeout_s):
+            raise StorageUnavailable("the database is busy: no write slot within the timeout")
+        try:
+            with super().write() as tx:
+                yield tx
+        finally:
+            self._write_lock.release()
+
+    def write(self) -> Any:
+        return self._serialised_write()
 
     def write_options(self) -> dict[str, Any]:
         # BEGIN IMMEDIATE takes the write lock at once: two writers never both read first
