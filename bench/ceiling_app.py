@@ -3,7 +3,8 @@
 It is served exactly as ``strongroom serve`` serves the real app (one worker,
 ``log_config=None``, ``access_log=False``, no server header), so the gap between the two
 is what strongroom itself costs, not FastAPI, uvicorn or the load generator. The endpoint
-is a sync ``def`` like strongroom's routes, so it pays the same threadpool hop.
+is a sync ``def`` like strongroom's routes, so it pays the same threadpool hop. Its POST
+and PATCH take a JSON body as strongroom's do and answer the same constant.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 app = FastAPI()
 
@@ -36,6 +38,26 @@ def constant(name: str) -> dict[str, Any]:
 @app.get("/async/{name}")
 async def constant_async(name: str) -> dict[str, Any]:
     """The same without the threadpool hop, to show what that hop costs."""
+    return _BODY
+
+
+class _Write(BaseModel):
+    """A request body shaped like strongroom's create and update bodies, parsed the same way
+    (pydantic), so the write rows of the ceiling pay for reading and validating JSON too."""
+
+    name: str | None = None
+    value: str | None = None
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@app.post("/v1/secrets", status_code=201)
+def create(body: _Write) -> dict[str, Any]:
+    return _BODY
+
+
+@app.patch("/v1/secrets/{name}")
+def update(name: str, body: _Write) -> dict[str, Any]:
     return _BODY
 
 

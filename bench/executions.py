@@ -21,32 +21,31 @@ Only 127.0.0.1 is involved; every loop is bounded. Run by hand:
 from __future__ import annotations
 
 import argparse
-import base64
-import contextlib
 import datetime as dt
-import os
-import platform
-import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # the bench directory is not a package: found via sys.path
+    backends_arg,
+    database,
+    exit_cleanly_on_sigterm,
+    issue_key,
+    machine_line,
+    open_bench_services,
+    strongroom_server,
+    table,
+    wait_for_quiet,
+    workdir,
+)
 from strongroom.server.tasks.expressions import Scope, Tainted, compile_template
 
-STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
-MASTER_KEY = base64.b64encode(b"b" * 32).decode()
-POSTGRES_ADMIN_URL = os.environ.get(
-    "STRONGROOM_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 STEPS = 10
 SECRET = "sk-bench-" + "x" * 40
 EXPRESSIONS = [
@@ -60,70 +59,6 @@ def parse_time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-@contextlib.contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'strongroom.db'}"
-        return
-    import psycopg
-
-    name = f"strongroom_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES_ADMIN_URL.rpartition('/')[0]}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def server(url: str, workdir: Path) -> Iterator[tuple[str, str]]:
-    """A ``strongroom serve`` process on ``url``; yields its base URL and an API key."""
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "STRONGROOM_DATABASE_URL": url,
-        "STRONGROOM_MASTER_KEY": MASTER_KEY,
-        "STRONGROOM_LOG_LEVEL": "WARNING",
-    }
-    key = subprocess.run(
-        [STRONGROOM, "keys", "create", "--tenant", "bench", "--quiet"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
-    port = free_port()
-    with (workdir / f"server-{port}.log").open("wb") as log:
-        process = subprocess.Popen(
-            [STRONGROOM, "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError("server did not start")
-        yield base, key
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
 def wait_done(client: httpx.Client, execution_id: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -134,38 +69,51 @@ def wait_done(client: httpx.Client, execution_id: str, timeout: float = 60) -> d
     raise RuntimeError(f"execution {execution_id} did not end")
 
 
-def measure_engine(backend: str, runs: int, burst: int) -> dict[str, float]:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        database(backend, Path(tmp)) as url,
-        server(url, Path(tmp)) as (base, key),
-    ):
-        client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"})
-        client.post("/v1/secrets", json={"name": "api_key", "value": SECRET})
-        steps = [{"kind": "transform", "expression": e} for e in EXPRESSIONS]
-        task = client.post("/v1/tasks", json={"steps": steps}).json()
-        run_path = f"/v1/tasks/{task['id']}/executions"
-        for _ in range(3):  # warm-up: queue discovered, caches filled
-            wait_done(client, client.post(run_path, json={"input": "q"}).json()["id"])
-        totals, per_step = [], []
-        for _ in range(runs):
-            done = wait_done(client, client.post(run_path, json={"input": "q"}).json()["id"])
-            assert done["status"] == "succeeded", done
-            items = client.get(f"/v1/executions/{done['id']}/steps").json()["items"]
-            first = parse_time(items[0]["started_at"])
-            last = parse_time(items[-1]["finished_at"])
-            totals.append(parse_time(done["updated_at"]) - parse_time(done["created_at"]))
-            per_step.append((last - first).total_seconds() / STEPS)
-        started = time.perf_counter()
-        ids = [client.post(run_path, json={"input": "q"}).json()["id"] for _ in range(burst)]
-        pending = set(ids)
-        deadline = time.monotonic() + 300
-        while pending and time.monotonic() < deadline:
-            page = client.get("/v1/executions", params={"limit": burst}).json()["items"]
-            pending -= {e["id"] for e in page if e["status"] in DONE}
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - started
-        client.close()
+def measure_engine(backend: str, runs: int, burst: int, work: Path) -> dict[str, float]:
+    with database(backend, work) as url:
+        with open_bench_services(url) as services:
+            key, _ = issue_key(services)
+        with (
+            strongroom_server(url, work, STRONGROOM_LOG_LEVEL="WARNING") as server,
+            httpx.Client(
+                base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+            ) as client,
+        ):
+            return _drive(client, runs, burst)
+
+
+def _drive(client: httpx.Client, runs: int, burst: int) -> dict[str, float]:
+    """Latency one at a time, then a burst's throughput, against one server."""
+    client.post("/v1/secrets", json={"name": "api_key", "value": SECRET}).raise_for_status()
+    steps = [{"kind": "transform", "expression": e} for e in EXPRESSIONS]
+    task = client.post("/v1/tasks", json={"steps": steps}).json()
+    run_path = f"/v1/tasks/{task['id']}/executions"
+    for _ in range(3):  # warm-up: queue discovered, caches filled
+        wait_done(client, client.post(run_path, json={"input": "q"}).json()["id"])
+    totals, per_step = [], []
+    for _ in range(runs):
+        done = wait_done(client, client.post(run_path, json={"input": "q"}).json()["id"])
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"execution {done['id']} ended {done['status']}")
+        items = client.get(f"/v1/executions/{done['id']}/steps").json()["items"]
+        first = parse_time(items[0]["started_at"])
+        last = parse_time(items[-1]["finished_at"])
+        totals.append(parse_time(done["updated_at"]) - parse_time(done["created_at"]))
+        per_step.append((last - first).total_seconds() / STEPS)
+    started = time.perf_counter()
+    ids = [client.post(run_path, json={"input": "q"}).json()["id"] for _ in range(burst)]
+    pending = set(ids)
+    deadline = time.monotonic() + 300
+    while pending and time.monotonic() < deadline:
+        page = client.get("/v1/executions", params={"limit": burst}).json()["items"]
+        ended = {e["id"]: e["status"] for e in page if e["status"] in DONE}
+        if any(status != "succeeded" for status in ended.values()):
+            raise RuntimeError(f"an execution of the burst did not succeed: {ended}")
+        pending -= ended.keys()
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    if pending:
+        raise RuntimeError(f"{len(pending)} executions of the burst did not end in 300 s")
     return {
         "latency_ms": statistics.median(t.total_seconds() for t in totals) * 1000,
         "step_ms": statistics.median(per_step) * 1000,
@@ -174,6 +122,8 @@ def measure_engine(backend: str, runs: int, burst: int) -> dict[str, float]:
 
 
 def measure_baseline(repeat: int = 2000) -> dict[str, float]:
+    """The same 10 expressions, compiled once and chained in this process: no engine,
+    storage, crypto or redaction, only the evaluation every step needs anyway."""
     templates = [compile_template(e, f"steps[{n}].expression") for n, e in enumerate(EXPRESSIONS)]
     started = time.perf_counter()
     for _ in range(repeat):
@@ -187,21 +137,85 @@ def measure_baseline(repeat: int = 2000) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--backends", type=backends_arg, default=("sqlite", "postgres"))
+    parser.add_argument("--runs", type=int, default=20, help="executions timed one at a time")
+    parser.add_argument("--burst", type=int, default=50, help="executions submitted at once")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120,
+        help="seconds to wait at most for an idle machine before measuring",
+    )
     args = parser.parse_args()
-    print(f"# {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    exit_cleanly_on_sigterm()
+
+    print(f"# executions: {machine_line()}")
+    print(
+        f"# {STEPS}-step transform task; {args.runs} executions one at a time, a burst of "
+        f"{args.burst}\n"
+    )
+    print(f"({wait_for_quiet(args.quiet_wait)})", flush=True)
     baseline = measure_baseline()
-    print(f"{'':28} {'latency ms':>11} {'ms/step':>9} {'executions/s':>13}")
-    label = "baseline (in process)"
-    print(f"{label:28} {'':>11} {baseline['step_ms']:9.3f} {baseline['per_s']:13.1f}")
-    for backend in args.backends.split(","):
-        found = measure_engine(backend, args.runs, args.burst)
-        print(
-            f"{'engine on ' + backend:28} {found['latency_ms']:11.1f} {found['step_ms']:9.2f}"
-            f" {found['per_s']:13.1f}"
+    print(
+        f"  baseline: {baseline['step_ms']:.4f} ms/step, {baseline['per_s']:,.0f} chains/s",
+        flush=True,
+    )
+    rows: list[list[object]] = [
+        [
+            "baseline: the 10 expressions in-process",
+            "-",
+            "-",
+            baseline["step_ms"],
+            "-",
+            "1x",
+            baseline["per_s"],
+            "1x",
+        ]
+    ]
+    with workdir("strongroom-bench-") as work:
+        for backend in args.backends:
+            print(f"  ({wait_for_quiet(args.quiet_wait)})", flush=True)
+            found = measure_engine(backend, args.runs, args.burst, work)
+            print(
+                f"  {backend}: latency {found['latency_ms']:.1f} ms, "
+                f"{found['step_ms']:.2f} ms/step, {found['per_s']:.1f} executions/s",
+                flush=True,
+            )
+            rows.append(
+                [
+                    "strongroom: execution of the task",
+                    backend,
+                    found["latency_ms"],
+                    found["step_ms"],
+                    found["step_ms"] - baseline["step_ms"],
+                    f"{found['step_ms'] / baseline['step_ms']:,.0f}x",
+                    found["per_s"],
+                    f"{found['per_s'] / baseline['per_s']:.4f}x",
+                ]
+            )
+    print()
+    print(
+        table(
+            [
+                "case",
+                "db",
+                "latency p50 ms",
+                "ms/step",
+                "overhead ms/step",
+                "step vs baseline",
+                "executions/s",
+                "executions/s vs baseline",
+            ],
+            rows,
         )
+    )
+    print(
+        "\nlatency: POST .../executions to the execution's end (queue wait included), by the "
+        "server's timestamps, median of --runs. ms/step: first step's start to last step's "
+        "end over 10. overhead = ms/step minus the baseline's: what the engine, storage, "
+        "sealing and redaction add to each step. executions/s: a burst of --burst submitted "
+        "at once, until the last has ended."
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Throughput and latency of ``GET /v1/secrets/{name}`` against a bare-FastAPI ceiling.
+"""Throughput and latency of ``GET /v1/secrets/{name}``, create and update, against a
+bare-FastAPI ceiling.
 
 Starts a real ``strongroom serve`` (one uvicorn worker, as shipped) on SQLite and on a
 fresh PostgreSQL database, and the constant-JSON app of ``ceiling_app.py`` under uvicorn
 with the same settings, then drives each with wrk over fixed connections for a fixed time
-after a warm-up. The ratio column is strongroom's requests/s over the ceiling's, measured
-in the same run on the same machine, so it says what strongroom's own code costs.
+after a warm-up: reads of 1,000 secrets round-robin, creates (``POST /v1/secrets``, a new
+name each) and updates (``PATCH`` with a new value, so a new version each). The ratio
+column is strongroom's requests/s over the ceiling's for the same method, measured in the
+same run on the same machine, so it says what strongroom's own code costs.
 
 Needs wrk (Debian package ``wrk``). Run by hand:
 
@@ -74,9 +77,11 @@ def create_script(headers: dict[str, str]) -> str:
     run_id = secrets.token_hex(4)
     body_head = '{"name":"'
     body_tail = '","value":"bench-value-0123456789abcdef","metadata":{"environment":"dev"}}'
+    # ``tid`` is a global on purpose: thread:set() assigns the thread's global, which a
+    # ``local tid`` would shadow (every thread would then make the same names).
     return (
         lua_headers({**headers, "Content-Type": "application/json"})
-        + "local tid = 0\n"
+        + "tid = 0\n"
         + "local threads_made = 0\n"
         + "setup = function(thread)\n"
         + "  threads_made = threads_made + 1\n"
@@ -108,17 +113,37 @@ def update_script(names: list[str], headers: dict[str, str]) -> str:
     )
 
 
-def check_get(server: Server, name: str, headers: dict[str, str], value: str) -> None:
-    """One request by hand first: a benchmark of 401s or 404s measures nothing."""
+def _request(
+    server: Server, method: str, path: str, headers: dict[str, str], body: object = None
+) -> tuple[int, dict[str, object]]:
     conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
     try:
-        conn.request("GET", f"/v1/secrets/{name}", headers=headers)
+        payload = None if body is None else json.dumps(body)
+        sent = {**headers, "Content-Type": "application/json"} if payload else headers
+        conn.request(method, path, body=payload, headers=sent)
         response = conn.getresponse()
-        body = response.read()
+        answer = response.read()
     finally:
         conn.close()
-    if response.status != 200 or json.loads(body).get("value") != value:
-        raise RuntimeError(f"GET {name} answered {response.status}: {body[:300]!r}")
+    return response.status, json.loads(answer) if answer else {}
+
+
+def check_requests(server: Server, name: str, headers: dict[str, str], value: str) -> None:
+    """One request of each kind by hand first: a benchmark of 401s or 404s measures nothing.
+
+    The read answers the seeded value; the create answers 201 and the update 200, each
+    with a new version, so the write rows measure writes.
+    """
+    status, body = _request(server, "GET", f"/v1/secrets/{name}", headers)
+    if status != 200 or body.get("value") != value:
+        raise RuntimeError(f"GET {name} answered {status}: {str(body)[:300]}")
+    fresh = f"check_{secrets.token_hex(4)}"
+    status, body = _request(server, "POST", "/v1/secrets", headers, {"name": fresh, "value": "v"})
+    if status != 201 or body.get("version") != 1:
+        raise RuntimeError(f"POST answered {status}: {str(body)[:300]}")
+    status, body = _request(server, "PATCH", f"/v1/secrets/{fresh}", headers, {"value": "w"})
+    if status != 200 or body.get("version") != 2:
+        raise RuntimeError(f"PATCH answered {status}: {str(body)[:300]}")
 
 
 class Runner:
@@ -234,9 +259,19 @@ def main() -> None:
                 "GET constant, async def", ceiling, get_script(names, {}, "/async/"), c
             )
             ceil_1 = runner.wrk("GET constant, sync def", ceiling, get_script(names, {}), 1)
+            if not args.no_writes:
+                ceil_post = runner.wrk(
+                    "POST constant (create)", ceiling, functools.partial(create_script, {}), c
+                )
+                ceil_patch = runner.wrk(
+                    "PATCH constant (update)", ceiling, update_script(names, {}), c
+                )
         rows.append(["ceiling: sync def", "-", *_cols(ceil, ceil)])
         rows.append(["ceiling: async def", "-", *_cols(ceil_async, ceil)])
         rows.append(["ceiling: sync def", "-", *_cols(ceil_1, ceil_1)])
+        if not args.no_writes:
+            rows.append(["ceiling: create (POST)", "-", *_cols(ceil_post, ceil_post)])
+            rows.append(["ceiling: update (PATCH)", "-", *_cols(ceil_patch, ceil_patch)])
 
         for backend in args.backends:
             print(f"\nstrongroom on {backend}:", flush=True)
@@ -263,7 +298,7 @@ def main() -> None:
                         first_value = services.keyring.open(stored)
                 auth = {"Authorization": f"Bearer {key}"}
                 with strongroom_server(url, work) as server:
-                    check_get(server, names[0], auth, first_value)
+                    check_requests(server, names[0], auth, first_value)
                     get = runner.wrk("GET /v1/secrets/{name}", server, get_script(names, auth), c)
                     get_1 = runner.wrk("GET /v1/secrets/{name}", server, get_script(names, auth), 1)
                     health = runner.wrk(
@@ -285,8 +320,10 @@ def main() -> None:
                             update_script(names, auth),
                             c,
                         )
-                        rows.append(["strongroom: POST create", backend, *_cols(post, ceil)])
-                        rows.append(["strongroom: PATCH value", backend, *_cols(patch, ceil)])
+                        rows.append(["strongroom: create (POST)", backend, *_cols(post, ceil_post)])
+                        rows.append(
+                            ["strongroom: update (PATCH value)", backend, *_cols(patch, ceil_patch)]
+                        )
 
     print()
     print(
@@ -310,10 +347,11 @@ def main() -> None:
     )
     print(
         "\nreq/s, p50, p99, CPU: the median run of --repeat; range: slowest-fastest run. "
-        "vs ceiling = req/s over the sync-def ceiling's at the same connection count "
-        "(1.00 = as fast as a bare FastAPI endpoint). server CPU = the server process "
-        "(all threads); machine CPU = every process on the machine (server, PostgreSQL, "
-        "wrk), per request; other load = share of the machine used by none of these."
+        "vs ceiling = req/s over the sync-def ceiling's for the same method at the same "
+        "connection count (1.00 = as fast as a bare FastAPI endpoint). server CPU = the "
+        "server process (all threads); machine CPU = every process on the machine "
+        "(server, PostgreSQL, wrk), per request; other load = share of the machine used by "
+        "none of these."
     )
 
 
