@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-python test-node lint format clean
+.PHONY: install run test test-python test-node soak lint format clean
 
 # Reinstalls only when pyproject.toml changes.
 install: $(STAMP)
@@ -45,6 +45,11 @@ test-node: install
 	cd clients/node && npm ci --no-audit --no-fund && npm test
 
 test: lint test-python test-node
+
+# The long fault tests (more kills, longer write streams; docs/faults.md), which `make
+# test` leaves out. Several minutes; the same PostgreSQL as test-python.
+soak: install
+	$(BIN)/pytest -m soak tests/test_faults.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

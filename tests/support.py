@@ -68,15 +68,20 @@ def run_cli(
 
 
 def start_server(
-    workdir: Path, env: dict[str, str], extra_args: tuple[str, ...] = (), wait: bool = True
+    workdir: Path,
+    env: dict[str, str],
+    extra_args: tuple[str, ...] = (),
+    wait: bool = True,
+    prefix: tuple[str, ...] = (),
 ) -> ServerProcess:
+    """Start ``strongroom serve``; ``prefix`` runs it through another command (``nsenter``)."""
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     stdout_path = workdir / f"server-{port}.out"
     full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
     with log_path.open("wb") as log, stdout_path.open("wb") as out:
         process = subprocess.Popen(
-            [STRONGROOM, "serve", "--port", str(port), *extra_args],
+            [*prefix, STRONGROOM, "serve", "--port", str(port), *extra_args],
             env=full_env,
             cwd=workdir,
             stdout=out,

@@ -14,7 +14,7 @@ from strongroom.server.api.deps import Services
 from strongroom.server.storage import StorageUnavailable
 
 from .conftest import ClientWith
-from .support import assert_error, canary
+from .support import assert_error, canary, find_leaks
 
 LIMIT = 1024  # the smallest body limit the settings allow
 JSON = {"content-type": "application/json"}
@@ -126,7 +126,22 @@ def test_each_request_gets_its_own_id(api: TestClient) -> None:
 @pytest.mark.parametrize("path", ["/v1/nothing", "/v1/secrets/a/b/c", "/v2/secrets", "/"])
 def test_unknown_route_is_not_found(api: TestClient, path: str) -> None:
     error = assert_error(api.get(path), 404, "not_found")
-    assert path in error["message"]
+    assert error["message"].startswith("no route for GET")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/v1/{}", 404), ("GET", "/v1/secrets/a/{}", 404), ("POST", "/v1/secrets/{}", 405)],
+)
+def test_not_found_and_not_allowed_do_not_repeat_the_path(
+    api: TestClient, method: str, path: str, status: int
+) -> None:
+    """A path may hold anything a client pasted into it, a secret too: not echoed back."""
+    value = canary("path")
+    response = api.request(method, path.format(value))
+    assert_error(response, status, "not_found" if status == 404 else "method_not_allowed")
+    answer = response.content + str(response.headers).encode()
+    assert find_leaks(value, answer) == []
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import stat
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def test_serve_without_master_key_refuses_with_advice(database_url: str, tmp_pat
     done = run_cli(["serve"], {"STRONGROOM_DATABASE_URL": database_url}, cwd=tmp_path)
     assert done.returncode == 2
     assert "STRONGROOM_MASTER_KEY" in done.stderr and "--dev" in done.stderr
+
+
+def test_serve_with_the_database_down_says_so_without_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {
+        "STRONGROOM_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/strongroom",
+        "STRONGROOM_MASTER_KEY": MASTER_KEY,
+    }
+    done = run_cli(["serve", "--port", "0"], env, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert "cannot open the database" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_invalid_settings_are_reported(tmp_path: Path) -> None:

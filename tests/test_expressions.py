@@ -882,3 +882,111 @@ def test_a_secret_in_a_result_is_always_in_its_taint(text: str) -> None:
         for fragment in (secret, secret[1:], secret.upper(), secret.lower()):
             if fragment in shown:
                 assert name in result.secrets
+
+
+# -- hostile sources: only the evaluator's own errors, always within the bound ----------------
+# Python's own grammar and what it offers an escape with: keywords, dunders, attribute and
+# star syntax, comprehensions, walrus, lambdas, f-string nesting, strings with escapes and
+# prefixes. Joined at random they reach the refusals that random characters rarely do.
+TOKENS = st.sampled_from(
+    [
+        *("(", ")", "[", "]", "{", "}", ",", ":", ".", ";", "=", ":=", "->", "*", "**", "@"),
+        *("+", "-", "/", "//", "%", "<<", ">>", "&", "|", "^", "~", "<", "==", "!=", "is"),
+        *("not", "in", "and", "or", "if", "else", "for", "lambda", "yield", "await", "async"),
+        *("import", "from", "del", "global", "return", "class", "def", "with", "as", "assert"),
+        *("__class__", "__globals__", "__builtins__", "__import__", "__subclasses__", "mro"),
+        *("eval", "exec", "open", "getattr", "type", "object", "print", "format", "vars"),
+        *("secrets", "secrets.api_key", "input", "inputs", "outputs", "steps", "_", "x"),
+        *("len", "str", "int", "float", "join", "split", "replace", "json_loads", "b64decode"),
+        *("0", "1", "-1", "10**9", "1e308", "0x1f", "1_000", "1j", "9" * 50, "True", "None"),
+        *("'a'", '"b"', "''", "b'x'", "r'\\d'", "'\\x00'", "'\\N{BULLET}'", "'''q'''", "'\\"),
+        *("f'{", "f'{x}'", 'f"{input!r:>{9}}"', "f'{{}}'", "'%s' % 1", "...", "\\", "#", "\n"),
+    ]
+)
+SOURCES = st.lists(TOKENS, max_size=30).map(" ".join)
+
+
+@PROPERTY
+@given(SOURCES)
+def test_property_token_soup_only_raises_expression_error_and_finishes(text: str) -> None:
+    # fastest() lets ExpressionError through and nothing else, so any other exception
+    # (SyntaxError, RecursionError, TypeError, MemoryError...) fails the test here.
+    assert fastest(lambda: evaluate(text)) < BOUND
+
+
+TEMPLATE_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=10)
+    | SOURCES.map(lambda text: "$ " + text)
+    | EXPRESSIONS.map(lambda text: "$ " + text)
+)
+TEMPLATES = st.recursive(
+    TEMPLATE_LEAVES,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@PROPERTY
+@given(TEMPLATES)
+def test_property_templates_compile_or_name_each_bad_place(value: Any) -> None:
+    """A step's arguments are compiled at once: either every expression compiles, or
+    InvalidTemplate lists one ExpressionError per bad place, located under the step."""
+    errors: list[ExpressionError] | None = None
+    try:
+        template = compile_template(value, "arguments")
+    except InvalidTemplate as exc:
+        errors = list(exc.errors)
+    if errors is not None:
+        assert errors
+        locations = [error.location for error in errors]
+        assert all(isinstance(error, ExpressionError) for error in errors)
+        assert all(location.startswith("arguments") for location in locations), locations
+        assert len(set(locations)) == len(locations)
+        return
+    assert fastest(lambda: template.evaluate(SCOPE)) < BOUND
+
+
+@PROPERTY
+@given(EXPRESSIONS, JSON_LIKE, JSON_LIKE)
+def test_property_any_input_only_raises_expression_error_and_finishes(
+    text: str, given_input: Any, previous: Any
+) -> None:
+    """Execution inputs and earlier results are whatever a client sent: any JSON-like
+    value in the scope, under any expression."""
+    scope = Scope(
+        secrets=SECRETS,
+        input=given_input,
+        inputs={"n": given_input, "tags": [given_input]},
+        outputs={"user": previous},
+        steps=[previous, given_input],
+        previous=previous,
+    )
+    assert fastest(lambda: evaluate(text, scope)) < BOUND
+
+
+TINY = Limits(
+    max_source_length=60,
+    max_nesting=4,
+    max_operators=12,
+    max_depth=6,
+    max_value_depth=3,
+    max_string_length=20,
+    max_items=10,
+    max_total_chars=50,
+    max_allocation=100,
+    max_int_bits=16,
+    max_format_width=5,
+)
+
+
+@PROPERTY
+@given(EXPRESSIONS | SOURCES)
+def test_property_every_limit_refuses_with_expression_error(text: str) -> None:
+    """With every bound tiny, most expressions hit one: each refusal is an ExpressionError
+    (no bound leaks as an OverflowError, a RecursionError or a ValueError)."""
+    assert fastest(lambda: compile_expression("$ " + text, TINY).evaluate(SCOPE)) < BOUND

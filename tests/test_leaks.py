@@ -242,7 +242,7 @@ def test_canaries_appear_nowhere_but_in_the_get_answer(
     # Every store handle is closed, so SQLite's files are what a backup would copy.
     services.store.close()
     log, stdout = server.log().encode(), server.stdout().encode()
-    assert b'"path": "/v1/secrets/alpha"' in log  # the request log was written
+    assert b'"route": "/v1/secrets/{name}"' in log  # the request log was written
     stored = database_bytes(database_url, server.log_path.parent)
     assert b"alpha" in stored
 

@@ -17,6 +17,7 @@ import threading
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -589,3 +590,208 @@ def test_property_redact_json_agrees_with_redact(
     ]
     assert redactor.redact_json(strings) == [redactor.redact(text) for text in strings]
     assert redactor.redact_json({"k": strings}) == {"k": [redactor.redact(t) for t in strings]}
+
+
+# -- properties over many values at once --------------------------------------------------
+def claimed_forms(value: str) -> set[str]:
+    """Every spelling the module docstring promises to redact for ``value``, written out
+    here independently of the implementation (and tests/support.py's, which it covers)."""
+    if len(value.strip()) < MIN_LENGTH:
+        return set()  # a short value: redacted only as a whole token
+    pieces = {value, value.strip(), *(line.strip() for line in value.splitlines())}
+    forms = {form.decode() for form in encodings(value).values()}
+    for piece in (piece for piece in pieces if len(piece) >= MIN_LENGTH):
+        ascii_json = json.dumps(piece)[1:-1]
+        unicode_json = json.dumps(piece, ensure_ascii=False)[1:-1]
+        quoted = [
+            urllib.parse.quote(piece, safe=""),
+            urllib.parse.quote_plus(piece),
+            urllib.parse.quote(piece),
+        ]
+        forms.update(
+            {piece, html.escape(piece), ascii_json, unicode_json, json.dumps(ascii_json)[1:-1]}
+        )
+        forms.update(quoted)
+        forms.update(re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), q) for q in quoted)
+        for escaped in (ascii_json, unicode_json):
+            forms.add(escaped.replace("/", "\\/"))
+            go = escaped.replace("<", "\\u003c").replace(">", "\\u003e")
+            forms.add(go.replace("&", "\\u0026"))
+        raw = piece.encode()
+        encoded = {raw.hex(), raw.hex().upper()}
+        for altchars in (None, b"-_"):
+            whole = base64.b64encode(raw, altchars).decode()
+            encoded.update((whole, whole.rstrip("=")))
+            for skip in range(3):
+                aligned = raw[skip:]
+                stable = base64.b64encode(aligned[: len(aligned) // 3 * 3], altchars).decode()
+                encoded.update((stable, stable[:-4]))
+        forms.update(form for form in encoded if len(form) >= MIN_ENCODED_LENGTH)
+    return forms
+
+
+def unmarked(text: str) -> str:
+    """``text`` with each marker replaced by a character no value here holds, so that what
+    is left can be searched without a marker's own letters matching."""
+    return re.sub(r"\[REDACTED:[^\]]*\]", "\x01", text)
+
+
+# Values as hostile as text gets: unicode, regex and JSON metacharacters, newlines and
+# other line breaks, and (drawn from a small alphabet) prefixes and overlaps of each other.
+# Not "[" or "]" (the documented exception to idempotence) nor "\x01" (see unmarked).
+HOSTILE_CHARS = st.characters(codec="utf-8", exclude_characters="[]\x01")
+VALUE_TEXT = st.one_of(
+    st.text(HOSTILE_CHARS, min_size=1, max_size=16),
+    st.text(st.sampled_from("ab\\.*+?(){}|^$\"'/\n\r\t %&<>=é🔑"), min_size=1, max_size=10),
+)
+ENCODERS = [
+    lambda v: v,
+    lambda v: urllib.parse.quote(v, safe=""),
+    lambda v: urllib.parse.quote_plus(v),
+    lambda v: json.dumps(v)[1:-1],
+    lambda v: json.dumps(json.dumps(v))[1:-1],
+    lambda v: html.escape(v),
+    lambda v: v.encode().hex(),
+    lambda v: base64.b64encode(v.encode()).decode(),
+    lambda v: base64.b64encode(b"\x07" + v.encode()).decode(),
+    lambda v: base64.urlsafe_b64encode(b"ab" + v.encode()).decode().rstrip("="),
+    lambda v: v.strip(),
+    lambda v: (v.splitlines() or [v])[0].strip(),  # a line alone, as outputs split them
+    lambda v: (v.splitlines() or [v])[-1],
+]
+
+
+@st.composite
+def texts_with_values(draw: st.DrawFn) -> tuple[list[str], str]:
+    values = draw(st.lists(VALUE_TEXT, min_size=1, max_size=4))
+    if draw(st.booleans()):  # a value that begins with, ends with, or sits inside another
+        base = values[0]
+        cut = draw(st.integers(0, len(base)))
+        values.append(draw(st.sampled_from([base[:cut], base[cut:], "x" + base + "y"])) or "z")
+    parts = draw(
+        st.lists(
+            st.one_of(
+                st.text(HOSTILE_CHARS, max_size=12),
+                st.tuples(st.integers(0, len(values) - 1), st.integers(0, len(ENCODERS) - 1)),
+            ),
+            max_size=10,
+        )
+    )
+    text = "".join(
+        part if isinstance(part, str) else ENCODERS[part[1]](values[part[0]]) for part in parts
+    )
+    return values, text
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts_with_values())
+def test_property_no_value_nor_claimed_form_survives(case: tuple[list[str], str]) -> None:
+    values, text = case
+    redactor = Redactor.from_secrets({f"s{i}": value for i, value in enumerate(values)})
+    redacted = redactor.redact(text)
+    left = unmarked(redacted)
+    for value in values:
+        for form in claimed_forms(value):
+            assert form not in left, (value, form)
+    assert redactor.redact(redacted) == redacted  # idempotent
+    assert redactor.redact_bytes(text.encode()) == redacted.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(VALUE_TEXT, min_size=1, max_size=4), text=st.text(max_size=200))
+def test_property_text_holding_no_value_is_returned_unchanged(values: list[str], text: str) -> None:
+    """Whatever the values, text holding none of them (in any claimed spelling, or as a
+    short value anywhere) is left exactly as it is."""
+    assume("[REDACTED:" not in text)
+    for value in values:
+        assume(all(form not in text for form in claimed_forms(value)))
+        assume(not value.strip() or value.strip() not in text)
+    redactor = Redactor.from_secrets({f"s{i}": value for i, value in enumerate(values)})
+    assert redactor.redact(text) == text
+    assert redactor.redact_json({"t": [text, text]}) == {"t": [text, text]}
+
+
+JSON_DOCS = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(HOSTILE_CHARS, max_size=12)
+    | st.integers(0, 3),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(HOSTILE_CHARS, max_size=8), children, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+def assert_same_shape(redactor: Redactor, before: Any, after: Any) -> None:
+    """``after`` is ``before`` with each text redacted alone, and nothing else changed."""
+    if isinstance(before, str):
+        assert after == redactor.redact(before)
+    elif before is None or isinstance(before, bool):
+        assert after is before
+    elif isinstance(before, int | float):
+        digits = redactor.redact(type(before).__repr__(before))
+        assert after == before if digits == repr(before) else after == digits
+    elif isinstance(before, list | tuple):
+        assert isinstance(after, list)
+        assert len(after) == len(before)
+        for item_before, item_after in zip(before, after, strict=True):
+            assert_same_shape(redactor, item_before, item_after)
+    else:
+        assert isinstance(after, dict)
+        keys = {key: redactor.redact(key) for key in before}
+        if len(set(keys.values())) == len(keys):  # no two keys redact to one marker
+            assert list(after) == list(keys.values())  # same keys, same order
+            for key, value in before.items():
+                assert_same_shape(redactor, value, after[keys[key]])
+        else:
+            assert set(after) == set(keys.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(VALUE_TEXT, min_size=1, max_size=3), doc=JSON_DOCS, data=st.data())
+def test_property_redact_json_keeps_the_structure(
+    values: list[str], doc: Any, data: st.DataObject
+) -> None:
+    """Lists stay lists of the same length, mappings keep their keys in order, scalars stay
+    where they were; only texts (and numbers whose digits spell a value) change, each as
+    redact() would change it alone."""
+    # put the values into the document: as strings, inside strings, and as keys
+    placed = json.loads(json.dumps(doc))  # a plain copy to write into (tuples are lists)
+
+    def plant(node: Any) -> Any:
+        if isinstance(node, str) and data.draw(st.booleans()):
+            value = values[data.draw(st.integers(0, len(values) - 1))]
+            return node + value + node
+        if isinstance(node, list):
+            return [plant(item) for item in node]
+        if isinstance(node, dict):
+            return {plant(key): plant(item) for key, item in node.items()}
+        return node
+
+    placed = plant(placed)
+    redactor = Redactor.from_secrets({f"s{i}": value for i, value in enumerate(values)})
+    before = copy.deepcopy(placed)
+    after = redactor.redact_json(placed)
+    assert placed == before  # the input is not touched
+    assert_same_shape(redactor, placed, after)
+    for text in _strings(after):
+        for value in values:
+            for form in claimed_forms(value):
+                assert form not in unmarked(text), (value, form)
+
+
+def _strings(node: Any) -> Iterator[str]:
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from _strings(key)
+            yield from _strings(item)

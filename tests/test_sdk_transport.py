@@ -146,6 +146,15 @@ def test_idempotent_call_is_retried_after_a_5xx(upstream: Upstream, connect: Any
     assert [r[0] for r in upstream.requests] == ["GET", "GET"]
 
 
+def test_a_full_disk_is_not_retried(upstream: Upstream, connect: Any) -> None:
+    """507: only the server's operator can free space; retrying would only wait."""
+    upstream.replies = [error(507, "insufficient_storage"), Reply()]
+    with pytest.raises(InternalServerError) as caught:
+        connect(upstream.url).secrets.get("k")
+    assert caught.value.code == "insufficient_storage"
+    assert len(upstream.requests) == 1
+
+
 def test_create_is_not_retried_after_a_5xx(upstream: Upstream, connect: Any) -> None:
     upstream.replies = [error(500, "internal_error"), Reply()]
     with pytest.raises(InternalServerError) as caught:

@@ -7,6 +7,7 @@ test_tasks_runner.py and, through real server processes, in test_tasks_e2e.py.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from strongroom import Strongroom
 from strongroom.server.api.deps import Services
 
 from .conftest import MakeClient
-from .support import assert_error
+from .support import assert_error, canary, find_leaks
 
 TASK_FIELDS = {"id", "name", "description", "steps", "created_at", "updated_at"}
 EXECUTION_FIELDS = {
@@ -242,6 +243,27 @@ def test_list_get_delete(api: TestClient) -> None:
     assert_error(api.delete(f"/v1/tasks/{ids[0]}"), 404, "not_found")
     assert [t["id"] for t in api.get("/v1/tasks").json()["items"]] == ids[1:]
     assert_error(api.get("/v1/tasks", params={"limit": 0}), 422, "validation_error")
+
+
+def test_a_malformed_id_is_not_repeated_in_the_404(api: TestClient) -> None:
+    """Ids are UUIDs; anything else in their place (a value pasted by mistake, a secret
+    too) is not echoed back. A well-formed id that is not there is named."""
+    value = canary("id")
+    for method, path in (
+        ("GET", f"/v1/tasks/{value}"),
+        ("DELETE", f"/v1/tasks/{value}"),
+        ("POST", f"/v1/tasks/{value}/executions"),
+        ("GET", f"/v1/executions/{value}"),
+        ("GET", f"/v1/executions/{value}/steps"),
+        ("POST", f"/v1/executions/{value}/cancel"),
+    ):
+        response = api.request(method, path)
+        error = assert_error(response, 404, "not_found")
+        assert "ids are UUIDs" in error["message"], error
+        assert find_leaks(value, response.content) == [], path
+    missing = str(uuid.uuid4())
+    error = assert_error(api.get(f"/v1/tasks/{missing}"), 404, "not_found")
+    assert error["message"] == f"task {missing!r} does not exist"
 
 
 def test_other_tenants_tasks_and_executions_are_not_found(

@@ -166,6 +166,41 @@ def test_openai_step_sends_the_secret_and_redacts_echoes(
     assert find_leaks(key, stored) == []
 
 
+def test_a_tool_answer_quoting_what_it_was_sent_is_redacted_in_later_steps(
+    services: Services, caller: Caller, runner: Runner, upstream: Upstream
+) -> None:
+    """A tool's answer is not tainted by the secrets it was sent, but it may quote them
+    (an echo, an error page): a later step that passes the answer on still redacts them."""
+    key = canary("sk")
+    services.secrets.create(caller, "openai_api_key", key)
+    steps = [
+        {
+            "kind": "tool_call",
+            "tool": "openai",
+            "operation": "chat",
+            "arguments": {
+                "model": "gpt-4",
+                "messages": [{"role": "user", "content": "$ 'echo: ' + secrets.openai_api_key"}],
+            },
+            "secret_name": "openai_api_key",
+            "output": "chat",
+        },
+        {"kind": "transform", "expression": "$ outputs.chat['content']"},
+    ]
+    execution_id = start(services, caller, steps)
+    assert run_all(runner, execution_id) == "succeeded"
+    assert upstream.seen[0].body["messages"][0]["content"] == f"echo: {key}"
+    assert execution(services, caller, execution_id).output == "echo: [REDACTED:openai_api_key]"
+    stored = json.dumps([s.output for s in steps_of(services, execution_id)]).encode()
+    assert find_leaks(key, stored) == []
+    with services.store.read() as tx:
+        reads = tx.list_audit_events(
+            caller.tenant_id, limit=10, offset=0, action="secret.read"
+        ).items
+    # the later step read the secret to redact it, and that read is audited
+    assert f"execution {execution_id} step 1" in {e.detail for e in reads}
+
+
 def test_a_failing_step_fails_the_execution_with_its_index_and_a_redacted_message(
     services: Services, caller: Caller, runner: Runner, upstream: Upstream
 ) -> None:

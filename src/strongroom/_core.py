@@ -231,7 +231,8 @@ def retry_delay(op: Operation[Any], response: httpx.Response, attempt: int) -> f
     status = response.status_code
     if status == 429:  # refused before any work was done: safe for every method
         return retry_after(response) if retry_after(response) is not None else backoff(attempt)
-    if status >= 500 and op.idempotent:
+    # 507: the server's disk is full; only its operator can change that, not a retry.
+    if status >= 500 and status != 507 and op.idempotent:
         after = retry_after(response)
         return after if after is not None else backoff(attempt)
     return None

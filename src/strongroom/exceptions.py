@@ -19,7 +19,7 @@
         ├── PreconditionFailedError     412 precondition_failed
         ├── PayloadTooLargeError        413 payload_too_large
         ├── RateLimitError              429 rate_limited (.retry_after)
-        └── InternalServerError         5xx internal_error, unavailable
+        └── InternalServerError         5xx internal_error, unavailable, insufficient_storage
 
 Every API error carries ``.code`` (the wire code), ``.status_code``, ``.request_id`` and
 ``.details``; ``str(error)`` says all of it in one line. Messages come from the server,

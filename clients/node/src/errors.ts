@@ -19,7 +19,7 @@
  *     ├── PreconditionFailedError      412 precondition_failed
  *     ├── PayloadTooLargeError         413 payload_too_large
  *     ├── RateLimitError               429 rate_limited (.retryAfter)
- *     └── InternalServerError          5xx internal_error, unavailable
+ *     └── InternalServerError          5xx internal_error, unavailable, insufficient_storage
  * ```
  *
  * The guide branches on `error.code` (the wire code), so every error has one; the classes

@@ -51,7 +51,8 @@ export function retryDelayForAnswer(
   idempotent: boolean,
   attempt: number,
 ): number | undefined {
-  if (status === 429 || (status >= 500 && idempotent)) {
+  // 507: the server's disk is full; only its operator can change that, not a retry.
+  if (status === 429 || (status >= 500 && status !== 507 && idempotent)) {
     return retryAfter(headers) ?? backoff(attempt);
   }
   return undefined;

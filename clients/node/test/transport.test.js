@@ -192,6 +192,7 @@ describe("Retry-After and backoff rules", () => {
     assert.equal(retryDelayForAnswer(503, headers(), true, 2), 2);
     assert.equal(retryDelayForAnswer(503, headers(), true, 10), 8, "backoff is capped at 8 s");
     assert.equal(retryDelayForAnswer(503, headers(), false, 0), undefined);
+    assert.equal(retryDelayForAnswer(507, headers("1"), true, 0), undefined, "a full disk waits for its operator");
     for (const status of [400, 401, 403, 404, 409, 412, 413, 422]) {
       assert.equal(retryDelayForAnswer(status, headers("1"), true, 0), undefined, String(status));
     }

@@ -67,11 +67,15 @@ def open_migrated_store(settings: Settings) -> Store:
 def open_services_or_fail(settings: Settings) -> Any:
     from ..server.app import open_services
     from ..server.crypto import MasterKeyError, UnsealError
+    from ..server.storage import StorageUnavailable
 
     try:
         return open_services(settings)
     except (MasterKeyError, UnsealError) as exc:
         fail(str(exc), code=2)
+    except StorageUnavailable as exc:
+        # The database is down, full or read-only: say so, without a traceback.
+        fail(f"cannot open the database: {exc}", code=1)
 
 
 # -- serve and migrate ----------------------------------------------------------------------
@@ -116,6 +120,11 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
             log_config=None,
             access_log=False,
             server_header=False,
+            # Client addresses feed the audit trail and the per-address limits: only the
+            # proxies named in the settings may set them with X-Forwarded-For (uvicorn
+            # would otherwise believe any local client).
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips or None,
         )
     finally:
         engine.stop()

@@ -15,9 +15,10 @@ from .api import secrets as secret_routes
 from .api import tasks as task_routes
 from .api.deps import Services
 from .api.errors import install_error_handlers
-from .api.middleware import BodyLimit, RequestContext
+from .api.middleware import AddressLimit, BodyLimit, HeaderLimit, RequestContext
 from .crypto import Keyring, load_master_key
 from .crypto.masterkey import key_file_is_private
+from .ratelimit import RateLimiter
 from .secrets import SecretService
 from .settings import Settings
 from .storage import Store, open_store
@@ -97,6 +98,12 @@ def create_app(services: Services) -> FastAPI:
         telemetry={"logs": False, "operation_spans": False, "auto_configure": False},
     )
     app.state.services = services
+    settings = services.settings
+    app.state.limiter = limiter = RateLimiter(
+        per_key=settings.rate_limit_per_key,
+        per_address=settings.rate_limit_per_address,
+        auth_failures=settings.rate_limit_auth_failures,
+    )
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(secret_routes.router)
@@ -104,7 +111,11 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(task_routes.router)
     app.include_router(task_routes.executions_router)
     app.include_router(julep_routes.router)
-    # Added last runs first: the request id exists before the body is counted.
-    app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
+    # Added last runs first: the request id exists before anything is refused, oversized
+    # headers are refused before the address is counted, and an address over its budget
+    # before its body is read.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AddressLimit, limiter=limiter)
+    app.add_middleware(HeaderLimit)
     app.add_middleware(RequestContext)
     return app

@@ -76,7 +76,9 @@ def event(
 def record(tx: Transaction, audit_event: AuditEvent) -> None:
     """Record inside the caller's transaction: the event commits with the change."""
     tx.insert_audit_event(audit_event)
-    log.info(
+    # The database holds the trail; the log copy is for debugging only. At INFO every
+    # request would write two log lines instead of one.
+    log.debug(
         "audit",
         extra={
             "action": audit_event.action,

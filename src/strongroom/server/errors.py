@@ -67,6 +67,11 @@ class PayloadTooLarge(ServiceError):
     status = 413
 
 
+class HeadersTooLarge(ServiceError):
+    code = "headers_too_large"
+    status = 431
+
+
 class RateLimited(ServiceError):
     code = "rate_limited"
     status = 429
@@ -80,3 +85,12 @@ class InternalError(ServiceError):
 class Unavailable(ServiceError):
     code = "unavailable"
     status = 503
+
+
+class InsufficientStorage(ServiceError):
+    """The database is full: HTTP's own status for a server that cannot store what a
+    request needs, told apart from an unreachable database (503), which a client may
+    simply retry, because it takes someone freeing space."""
+
+    code = "insufficient_storage"
+    status = 507

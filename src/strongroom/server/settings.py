@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_MASTER_KEY_FILE = Path("data/master.key")
@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL", description="SQLite fsync policy: FULL survives power loss, NORMAL is faster"
     )
+    # -- abuse limits -----------------------------------------------------------------------
+    rate_limit_per_key: str = Field(
+        "100/second;3000/minute", description="requests one API key may make ('off' for none)"
+    )
+    rate_limit_per_address: str = Field(
+        "200/second;6000/minute", description="requests one client address may make"
+    )
+    rate_limit_auth_failures: str = Field(
+        "10/minute", description="failed authentications before an address is refused a while"
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="proxies whose X-Forwarded-For names the client (comma-separated IPs or *)",
+    )
     # -- tasks ------------------------------------------------------------------------------
     egress_allow: str = Field(
         "", description="hosts, IPs and CIDRs task tools may reach beyond the public internet"
@@ -47,3 +61,11 @@ class Settings(BaseSettings):
         max_length=128,
         description="this process's stable id in the execution engine (one per worker)",
     )
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_auth_failures")
+    @classmethod
+    def _budget(cls, value: str) -> str:
+        from .ratelimit import parse_budget
+
+        parse_budget(value)
+        return value

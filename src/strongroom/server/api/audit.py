@@ -20,7 +20,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 @router.get(
     "",
     response_model=schemas.AuditList,
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(401, 403, 422, 429, 503),
     summary="The tenant's audit trail, newest first",
 )
 def list_audit(
@@ -28,7 +28,9 @@ def list_audit(
     svc: Annotated[Services, Depends(services)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    secret: Annotated[str | None, Query(description="only events about this secret name")] = None,
+    secret: Annotated[
+        schemas.SecretName | None, Query(description="only events about this secret name")
+    ] = None,
     action: Annotated[Action | None, Query(description="only events of this action")] = None,
 ) -> dict[str, Any]:
     page = audit.list_events(

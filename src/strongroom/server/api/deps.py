@@ -10,8 +10,9 @@ from .. import audit
 from ..apikeys import format_problem, hash_api_key
 from ..audit import Action, Caller
 from ..crypto import Keyring
-from ..errors import Unauthorized
+from ..errors import RateLimited, Unauthorized
 from ..logs import request_id_var
+from ..ratelimit import RateLimiter, Refusal
 from ..secrets import SecretService
 from ..settings import Settings
 from ..storage import Store
@@ -41,6 +42,18 @@ async def services(request: Request) -> Services:
     return services_of(request)
 
 
+def limiter_of(request: Request) -> RateLimiter:
+    found: RateLimiter = request.app.state.limiter
+    return found
+
+
+def too_many(refusal: Refusal) -> RateLimited:
+    return RateLimited(
+        f"{refusal.message}; retry in {refusal.retry_after} s",
+        headers={"Retry-After": str(refusal.retry_after)},
+    )
+
+
 def _client_addr(request: Request) -> str | None:
     return request.client.host if request.client else None
 
@@ -48,6 +61,7 @@ def _client_addr(request: Request) -> str | None:
 def _refuse(
     request: Request, reason: str, *, tenant_id: str | None = None, key_id: str | None = None
 ) -> Unauthorized:
+    limiter_of(request).authentication_failed(_client_addr(request) or "")
     audit.record_alone(
         services_of(request).store,
         audit.event(
@@ -84,6 +98,9 @@ def authenticate(request: Request) -> Caller:
         raise _refuse(
             request, "API key has been revoked", tenant_id=record.tenant_id, key_id=record.id
         )
+    refusal = limiter_of(request).key_request(record.id)
+    if refusal is not None:
+        raise too_many(refusal)
     return Caller(
         tenant_id=record.tenant_id,
         tenant_name=record.tenant_name,

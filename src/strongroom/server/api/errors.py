@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from ..errors import (
     Detail,
+    InsufficientStorage,
     InternalError,
     MethodNotAllowed,
     NotFound,
@@ -24,7 +25,7 @@ from ..errors import (
     ValidationFailed,
 )
 from ..logs import request_id_var
-from ..storage import StorageUnavailable
+from ..storage import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
 
 log = logging.getLogger("strongroom.api")
 
@@ -109,18 +110,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
     error: ServiceError
     if exc.status_code == 404:
-        error = NotFound(f"no route {request.method} {request.url.path}")
+        # The path is not repeated: it may hold anything a client pasted (even a secret),
+        # and the request log already records it with the request id.
+        error = NotFound(f"no route for {request.method} at this path (see /openapi.json)")
     elif exc.status_code == 405:
         allowed = _allowed_methods(request)
         error = MethodNotAllowed(
-            f"{request.method} is not allowed on {request.url.path} (allowed: {allowed})",
+            f"{request.method} is not allowed at this path (allowed: {allowed})",
             headers={**headers, "Allow": allowed},
         )
     elif exc.status_code == 413:
         error = PayloadTooLarge("request body is too large")
     elif exc.status_code == 400:
-        # FastAPI's "error parsing the body", e.g. a body that is not UTF-8.
-        message = "request body could not be read as JSON (it must be UTF-8)"
+        # FastAPI's "error parsing the body": text that is not UTF-8, or JSON nested deeper
+        # than the parser recurses, or an integer of more digits than Python converts.
+        cause = exc.__cause__
+        if isinstance(cause, RecursionError):
+            message = "request body is JSON nested too deeply to read"
+        elif isinstance(cause, ValueError) and not isinstance(cause, UnicodeDecodeError):
+            message = "request body holds a number with more digits than can be read"
+        else:
+            message = "request body could not be read as JSON (it must be UTF-8)"
         error = ValidationFailed(f"body: {message}", [Detail("body", message)])
     else:
         error = ServiceError(str(exc.detail), headers=headers)
@@ -128,11 +138,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(error)
 
 
+def storage_error(exc: StorageUnavailable) -> ServiceError:
+    """The answer to a database fault: what is wrong, never the driver's text."""
+    retry = {"Retry-After": "1"}
+    if isinstance(exc, StorageFull):
+        return InsufficientStorage(
+            "the database is full: there is no space left to store the change; "
+            "it succeeds once disk space is freed"
+        )
+    if isinstance(exc, StorageReadOnly):
+        return Unavailable(
+            "the database is read-only and refuses changes; try again once it is writable",
+            headers=retry,
+        )
+    if isinstance(exc, StorageIOError):
+        return Unavailable(
+            "the database's storage failed (disk I/O error); try again", headers=retry
+        )
+    return Unavailable("the database is unavailable; try again", headers=retry)
+
+
 async def _storage_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("database unavailable: %s", exc)
-    return error_response(
-        Unavailable("the database is unavailable; try again", headers={"Retry-After": "1"})
-    )
+    assert isinstance(exc, StorageUnavailable)
+    error = storage_error(exc)
+    log.error("database fault: %s", exc, extra={"fault": type(exc).__name__})
+    return error_response(error)
 
 
 def unexpected_error(exc: BaseException) -> JSONResponse:

@@ -11,6 +11,7 @@ records and error envelope, through the same :class:`~strongroom.server.secrets.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -34,13 +35,20 @@ from .schemas import (
 )
 from .secrets import _check_value
 
+# A UUID in the spellings uuid.UUID reads: any case, hyphens or none, braces, a URN prefix.
+# (uuid.UUID alone takes more, e.g. "0x" or "_" inside the hex digits, which int() reads.)
+UUID_PATTERN = (
+    r"^(urn:uuid:)?\{?[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}"
+    r"-?[0-9a-fA-F]{12}\}?$"
+)
+_UUID = re.compile(UUID_PATTERN)
+
 
 def _secret_id(text: str) -> str:
-    """Secret ids are UUIDs; any spelling of one finds the secret (its canonical form)."""
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        raise ValueError("a secret id is a UUID (8-4-4-4-12 hex digits)") from None
+    """Secret ids are UUIDs; any usual spelling of one finds the secret (its canonical form)."""
+    if not _UUID.fullmatch(text):
+        raise ValueError("a secret id is a UUID (8-4-4-4-12 hex digits)")
+    return str(uuid.UUID(text))
 
 
 def _no_store(response: Response) -> None:
@@ -49,11 +57,15 @@ def _no_store(response: Response) -> None:
 
 router = APIRouter(prefix="/julep", tags=["julep"], dependencies=[Depends(_no_store)])
 
-SecretIdPath = Annotated[str, Path(description="the secret's id"), AfterValidator(_secret_id)]
+SecretIdPath = Annotated[
+    str,
+    Path(description="the secret's id", json_schema_extra={"pattern": UUID_PATTERN}),
+    AfterValidator(_secret_id),
+]
 Auth = Annotated[Caller, Depends(authenticate)]
 Svc = Annotated[Services, Depends(services)]
 
-_COMMON = (401, 403, 422)
+_COMMON = (401, 403, 422, 429, 503, 507)  # 429: the request budgets; 507: a full disk
 
 
 # -- wire shapes ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, the body size limit, the request log, last-resort 500s.
+"""ASGI middleware: request ids, the request log, last-resort 500s, the per-address
+request budget and the body size limit.
 
 Written against raw ASGI rather than Starlette's BaseHTTPMiddleware, which buffers and
 re-wraps every response; these only look at headers and count bytes.
@@ -12,14 +13,25 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge
+from ..errors import HeadersTooLarge, PayloadTooLarge
 from ..ids import new_request_id
 from ..logs import request_id_var
+from ..ratelimit import RateLimiter
+from .deps import too_many
 from .errors import error_response, unexpected_error
 
 log = logging.getLogger("strongroom.request")
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def _route_of(scope: Scope) -> str | None:
+    """The route template a request matched (``/v1/secrets/{name}``), never its path: a
+    value pasted into a URL by mistake must not reach the log. None when nothing matched.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    return template if isinstance(template, str) else None
 
 
 class RequestContext:
@@ -63,13 +75,39 @@ class RequestContext:
                 "request",
                 extra={
                     "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "route": _route_of(scope),
                     "status": status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
             request_id_var.reset(token)
+
+
+MAX_HEADER_BYTES = 32 * 1024
+
+
+class HeaderLimit:
+    """Refuse requests whose headers add up to more than ``MAX_HEADER_BYTES`` with 431.
+
+    uvicorn's parser (httptools) takes headers of any size; 32 KiB is what common proxies
+    allow (nginx's default buffers) and far more than an API request needs.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEADER_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(name) + len(value) for name, value in scope.get("headers") or [])
+            if size > self.max_bytes:
+                error = HeadersTooLarge(
+                    f"request headers are larger than the limit of {self.max_bytes} bytes"
+                )
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class BodyLimit:
@@ -114,3 +152,24 @@ class BodyLimit:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         await error_response(self._error())(scope, receive, send)
+
+
+class AddressLimit:
+    """Refuse API requests with 429 when their client address is over its budget, or in
+    the penalty box for failed authentication, before any body is read or key looked up.
+
+    ``/healthz`` and the OpenAPI document are not counted: monitors and tooling poll them.
+    """
+
+    def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:
+        self.app = app
+        self.limiter = limiter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(("/v1/", "/julep/")):
+            address = (scope.get("client") or ("", 0))[0]
+            refusal = self.limiter.address_request(address)
+            if refusal is not None:
+                await error_response(too_many(refusal))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
 
 from ..audit import Caller
 from ..errors import Detail, ValidationFailed
@@ -18,11 +20,32 @@ from .schemas import ENCRYPTED, error_responses
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 
-NamePath = Annotated[str, Path(description="the secret's name"), AfterValidator(schemas.check_name)]
+NamePath = Annotated[
+    str,
+    Path(description="the secret's name", json_schema_extra=schemas.NAME_SCHEMA),
+    AfterValidator(schemas.check_name),
+]
 Auth = Annotated[Caller, Depends(authenticate)]
 Svc = Annotated[Services, Depends(services)]
 
-_COMMON = (401, 403, 422)
+_COMMON = (401, 403, 422, 429, 503, 507)  # 429: the request budgets; 507: a full disk
+
+# A version number, as an ETag is spelled ("3", or weak: W/"3"); at most ten digits past
+# any leading zeros, so no header makes int() work hard or fail.
+IF_MATCH_PATTERN = r'^[ \t]*(W/)?"?0*([1-9][0-9]{0,9})"?[ \t]*$'
+_IF_MATCH = re.compile(IF_MATCH_PATTERN)
+IfMatch = Annotated[
+    str | None,
+    Header(
+        description='the version the change expects, e.g. "3" (the ETag of a get)',
+        # "type" too: a header is text when sent, never the null of the Optional's schema
+        json_schema_extra={"type": "string", "pattern": IF_MATCH_PATTERN},
+    ),
+]
+
+# The routes a workload calls most (create, get, update, put) are ``async``: their
+# database work runs in one threadpool hop, and FastAPI then validates the answer on the
+# event loop instead of in a second hop (it does that in a thread for a plain ``def``).
 
 
 def secret_out(
@@ -64,7 +87,7 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
         if key == "metadata":
             try:
                 parsed = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser
                 parsed = None
             if not isinstance(parsed, dict):
                 message = 'metadata must be a JSON object, e.g. {"environment":"production"}'
@@ -74,6 +97,14 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
             found.update(parsed)
         elif key.startswith("metadata[") and key.endswith("]") and len(key) > len("metadata[]"):
             found[key[len("metadata[") : -1]] = raw
+    try:
+        # What stored metadata may be, a filter may be: a larger one could match nothing,
+        # and text that is not valid Unicode could not even be looked up.
+        schemas.check_metadata(found)
+    except ValueError as exc:
+        raise ValidationFailed(
+            f"query.metadata: {exc}", [Detail("query.metadata", str(exc))]
+        ) from None
     return found or None
 
 
@@ -84,9 +115,11 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
     responses=error_responses(*_COMMON, 409, 413),
     summary="Create a secret",
 )
-def create_secret(body: schemas.SecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
+async def create_secret(body: schemas.SecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
     _check_value(svc, body.value)
-    secret = svc.secrets.create(caller, body.name, body.value, body.description, body.metadata)
+    secret = await run_in_threadpool(
+        svc.secrets.create, caller, body.name, body.value, body.description, body.metadata
+    )
     return secret_out(secret)
 
 
@@ -95,6 +128,20 @@ def create_secret(body: schemas.SecretCreate, caller: Auth, svc: Svc) -> dict[st
     response_model=schemas.SecretList,
     responses=error_responses(*_COMMON),
     summary="List secrets (values are never included)",
+    # The filter is JSON in a query parameter, which OpenAPI says with ``content``, a form
+    # FastAPI's own parameters cannot take; _metadata_filter reads it (and metadata[k]=v).
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "metadata",
+                "in": "query",
+                "required": False,
+                "description": 'JSON object to match, e.g. {"environment":"production"}; '
+                "or one metadata[key]=value per entry",
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        ]
+    },
 )
 def list_secrets(
     request: Request,
@@ -102,12 +149,7 @@ def list_secrets(
     svc: Svc,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    metadata: Annotated[
-        str | None,
-        Query(description='JSON object to match, e.g. {"environment":"production"}'),
-    ] = None,
 ) -> dict[str, Any]:
-    del metadata  # read with the bracket form by _metadata_filter; declared for OpenAPI
     page = svc.secrets.list_secrets(
         caller, limit=limit, offset=offset, metadata_filter=_metadata_filter(request)
     )
@@ -120,14 +162,14 @@ def list_secrets(
     responses=error_responses(*_COMMON, 404),
     summary="Get a secret with its plaintext value",
 )
-def get_secret(
+async def get_secret(
     name: NamePath,
     response: Response,
     caller: Auth,
     svc: Svc,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=schemas.VERSION_MAX)] = None,
 ) -> dict[str, Any]:
-    revealed: RevealedSecret = svc.secrets.get(caller, name, version)
+    revealed: RevealedSecret = await run_in_threadpool(svc.secrets.get, caller, name, version)
     response.headers["ETag"] = f'"{revealed.secret.version}"'
     return secret_out(revealed.secret, revealed.value, revealed.version)
 
@@ -135,14 +177,15 @@ def get_secret(
 def _expected_version(body_version: int | None, if_match: str | None) -> int | None:
     if if_match is None:
         return body_version
-    text = if_match.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or int(text) < 1:
+    found = _IF_MATCH.fullmatch(if_match)
+    if found is None:
         message = 'If-Match must be a version number, e.g. "3"'
         raise ValidationFailed(f"header.if-match: {message}", [Detail("header.if-match", message)])
-    if body_version is not None and body_version != int(text):
+    version = int(found.group(2))
+    if body_version is not None and body_version != version:
         message = "If-Match and expected_version disagree"
         raise ValidationFailed(message, [Detail("header.if-match", message)])
-    return int(text)
+    return version
 
 
 @router.patch(
@@ -151,12 +194,12 @@ def _expected_version(body_version: int | None, if_match: str | None) -> int | N
     responses=error_responses(*_COMMON, 404, 409, 412, 413),
     summary="Update some fields of a secret, rename it, or give it a new value",
 )
-def update_secret(
+async def update_secret(
     name: NamePath,
     body: schemas.SecretUpdate,
     caller: Auth,
     svc: Svc,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     given = body.model_fields_set
     if "value" in given and body.value is None:
@@ -168,7 +211,8 @@ def update_secret(
         message = "nothing to update: give value, description, metadata or new_name"
         raise ValidationFailed(message, [Detail("body", message)])
     _check_value(svc, body.value)
-    secret = svc.secrets.update(
+    secret = await run_in_threadpool(
+        svc.secrets.update,
         caller,
         name,
         value=body.value,
@@ -186,17 +230,18 @@ def update_secret(
     responses={**error_responses(*_COMMON, 404, 412, 413), 201: {"model": schemas.Secret}},
     summary="Create or replace a secret's value (201 when created, 200 when replaced)",
 )
-def put_secret(
+async def put_secret(
     name: NamePath,
     body: schemas.SecretPut,
     response: Response,
     caller: Auth,
     svc: Svc,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     _check_value(svc, body.value)
     given = body.model_fields_set
-    secret, created = svc.secrets.upsert(
+    secret, created = await run_in_threadpool(
+        svc.secrets.upsert,
         caller,
         name,
         body.value,
@@ -218,7 +263,7 @@ def delete_secret(
     name: NamePath,
     caller: Auth,
     svc: Svc,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     deleted = svc.secrets.delete(caller, name, expected_version=_expected_version(None, if_match))
     return {"id": deleted.id, "name": deleted.name, "deleted_at": deleted.deleted_at}

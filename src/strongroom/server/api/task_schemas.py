@@ -2,19 +2,78 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
-from .schemas import Timestamp
+from ..tasks.definitions import DESCRIPTION_MAX, MAX_STEPS, NAME_MAX, STEP_KINDS
+from .schemas import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, json_problem
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+
+
+# -- the task a POST /v1/tasks body defines ---------------------------------------------------
+# For the OpenAPI document: the route reads the body as a plain object and parse_task checks
+# it, so that every problem is reported at once, located in the body. What a schema cannot
+# say is checked there too: the expressions' syntax, each tool's operations and arguments,
+# and that output names are unique.
+def _text(most: int) -> dict[str, JsonValue]:
+    return {"type": ["string", "null"], "maxLength": most, **NO_NUL_SCHEMA}
+
+
+_IDENTIFIER: dict[str, JsonValue] = {"type": ["string", "null"], **NAME_SCHEMA}
+_TEMPLATE: dict[str, JsonValue] = {"description": "any JSON; strings starting '$ ' are expressions"}
+STEP_SCHEMA: dict[str, JsonValue] = {
+    "type": "object",
+    "required": ["kind"],
+    "properties": {
+        "kind": {"enum": list(STEP_KINDS)},
+        "input": _TEMPLATE,
+        "output": _IDENTIFIER,
+        "expression": _TEMPLATE,
+        "tool": {"type": "string"},
+        "operation": {"type": "string"},
+        "arguments": {"type": ["object", "null"]},
+        "secret_name": _IDENTIFIER,
+    },
+    "additionalProperties": False,
+}
+TASK_SCHEMA: dict[str, JsonValue] = {
+    "type": "object",
+    "required": ["steps"],
+    "properties": {
+        "name": _text(NAME_MAX),
+        "description": _text(DESCRIPTION_MAX),
+        "steps": {"type": "array", "minItems": 1, "maxItems": MAX_STEPS, "items": STEP_SCHEMA},
+    },
+    "additionalProperties": False,
+}
+TASK_BODY_SCHEMA: dict[str, JsonValue] = {
+    "anyOf": [
+        TASK_SCHEMA,
+        {
+            "type": "object",
+            "required": ["task"],
+            "properties": {"task": TASK_SCHEMA},
+            "additionalProperties": False,
+        },
+    ]
+}
+
+
+def _storable(value: JsonValue) -> JsonValue:
+    problem = json_problem(value)
+    if problem:
+        raise ValueError(f"input {problem}")
+    return value
 
 
 class ExecutionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input: JsonValue = Field(None, description="the execution's input (`inputs` in expressions)")
+    input: Annotated[JsonValue, AfterValidator(_storable)] = Field(
+        None, description="the execution's input (`inputs` in expressions)"
+    )
 
 
 class Task(BaseModel):

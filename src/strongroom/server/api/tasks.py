@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
+from pydantic import AfterValidator, JsonValue
 
 from ..audit import Caller
+from ..errors import Detail, ValidationFailed
 from ..storage.base import ExecutionRecord, StepRecord, TaskRecord
+from ..tasks.definitions import task_body
 from . import task_schemas as schemas
 from .deps import Services, authenticate, services
-from .schemas import error_responses, page_body
+from .schemas import NO_NUL_SCHEMA, check_text, error_responses, json_problem, page_body
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 executions_router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -20,8 +24,19 @@ Auth = Annotated[Caller, Depends(authenticate)]
 Svc = Annotated[Services, Depends(services)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
+# Ids are UUIDs, and any other text finds nothing (404); but they are looked up as text,
+# and PostgreSQL fails on text holding NUL rather than find nothing, so that is refused.
+_ID_SCHEMA: dict[str, JsonValue] = {"format": "uuid", **NO_NUL_SCHEMA}
+TaskId = Annotated[
+    str, Path(description="the task's id", json_schema_extra=_ID_SCHEMA), AfterValidator(check_text)
+]
+ExecutionId = Annotated[
+    str,
+    Path(description="the execution's id", json_schema_extra=_ID_SCHEMA),
+    AfterValidator(check_text),
+]
 
-_COMMON = (401, 403, 422)
+_COMMON = (401, 403, 422, 429, 503, 507)  # 429: the request budgets; 507: a full disk
 
 
 def task_out(task: TaskRecord) -> dict[str, Any]:
@@ -60,6 +75,23 @@ def step_out(step: StepRecord) -> dict[str, Any]:
     }
 
 
+def _refuse_unstorable(body: Mapping[str, Any]) -> None:
+    """Refuse what the store could not keep as sent, before parse_task checks the shape:
+    text that is not valid Unicode or numbers out of range anywhere, and NUL characters in
+    the name and description, which are columns of their own."""
+    problem = json_problem(body)
+    if problem:
+        message = f"the task {problem}"
+        raise ValidationFailed(f"body: {message}", [Detail("body", message)])
+    task, prefix = task_body(body)
+    if isinstance(task, Mapping):
+        for key in ("name", "description"):
+            text = task.get(key)
+            if isinstance(text, str) and "\x00" in text:
+                message = "must not contain NUL characters"
+                raise ValidationFailed(f"{prefix}{key}: {message}", [Detail(prefix + key, message)])
+
+
 # -- tasks ------------------------------------------------------------------------------------
 @router.post(
     "",
@@ -69,10 +101,14 @@ def step_out(step: StepRecord) -> dict[str, Any]:
     summary="Create a task: {task: {...}} or {name?, description?, steps: [...]}",
 )
 def create_task(
-    body: Annotated[dict[str, Any], Body(description="the task, or {task: {...}}")],
+    body: Annotated[
+        dict[str, Any],
+        Body(description="the task, or {task: {...}}", json_schema_extra=schemas.TASK_BODY_SCHEMA),
+    ],
     caller: Auth,
     svc: Svc,
 ) -> dict[str, Any]:
+    _refuse_unstorable(body)
     task, warnings = svc.tasks.create_task(caller, body)
     return {
         **task_out(task),
@@ -97,7 +133,7 @@ def list_tasks(caller: Auth, svc: Svc, limit: Limit = 100, offset: Offset = 0) -
     responses=error_responses(*_COMMON, 404),
     summary="Get a task",
 )
-def get_task(task_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+def get_task(task_id: TaskId, caller: Auth, svc: Svc) -> dict[str, Any]:
     return task_out(svc.tasks.get_task(caller, task_id))
 
 
@@ -107,7 +143,7 @@ def get_task(task_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
     responses=error_responses(*_COMMON, 404),
     summary="Delete a task (its executions are kept)",
 )
-def delete_task(task_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+def delete_task(task_id: TaskId, caller: Auth, svc: Svc) -> dict[str, Any]:
     task = svc.tasks.delete_task(caller, task_id)
     return {"id": task.id, "deleted_at": dt.datetime.now(dt.UTC)}
 
@@ -120,7 +156,7 @@ def delete_task(task_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
     summary="Run a task: the execution starts queued",
 )
 def execute_task(
-    task_id: str,
+    task_id: TaskId,
     caller: Auth,
     svc: Svc,
     body: Annotated[schemas.ExecutionCreate | None, Body()] = None,
@@ -139,7 +175,11 @@ def execute_task(
 def list_executions(
     caller: Auth,
     svc: Svc,
-    task_id: Annotated[str | None, Query(description="only this task's executions")] = None,
+    task_id: Annotated[
+        str | None,
+        Query(description="only this task's executions", json_schema_extra=NO_NUL_SCHEMA),
+        AfterValidator(check_text),
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
@@ -153,7 +193,7 @@ def list_executions(
     responses=error_responses(*_COMMON, 404),
     summary="Get an execution",
 )
-def get_execution(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+def get_execution(execution_id: ExecutionId, caller: Auth, svc: Svc) -> dict[str, Any]:
     return execution_out(svc.tasks.get_execution(caller, execution_id))
 
 
@@ -163,7 +203,7 @@ def get_execution(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
     responses=error_responses(*_COMMON, 404),
     summary="The execution's steps so far, with their redacted outputs and errors",
 )
-def execution_steps(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+def execution_steps(execution_id: ExecutionId, caller: Auth, svc: Svc) -> dict[str, Any]:
     return {"items": [step_out(s) for s in svc.tasks.execution_steps(caller, execution_id)]}
 
 
@@ -173,5 +213,5 @@ def execution_steps(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]
     responses=error_responses(*_COMMON, 404),
     summary="Cancel a queued or running execution (it stops before its next step)",
 )
-def cancel_execution(execution_id: str, caller: Auth, svc: Svc) -> dict[str, Any]:
+def cancel_execution(execution_id: ExecutionId, caller: Auth, svc: Svc) -> dict[str, Any]:
     return execution_out(svc.tasks.cancel(caller, execution_id))

@@ -20,7 +20,9 @@ what they return (a count, a status). Everything else lives in strongroom's own 
 - Every output, error and log line is redacted with a :class:`Redactor` of those secret
   values plus every secret-derived (tainted) expression result. A tool's own result is
   not tainted by the credential it was given (an answer is not derived from the key that
-  authorised it), but it is redacted like everything else.
+  authorised it), but it is redacted like everything else; and since an answer may quote
+  what the tool was sent (an echo, an error page), the secrets a tool step read are
+  recorded with its result and redacted, as values, from every later step too.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class _Prior:
 
     results: list[Tainted]
     outputs: dict[str, Tainted]
+    sent: frozenset[str] = frozenset()  # secrets earlier tool steps were sent
 
     @property
     def taint(self) -> frozenset[str]:
@@ -137,7 +140,7 @@ class _StepRun:
             self.execution,
             step.index,
             required=step.secret_refs,
-            for_redaction=prior.taint,
+            for_redaction=prior.taint | prior.sent,
             running=self.running,
         )
         self.learn((value, name) for name, value in self.secrets.items())
@@ -242,8 +245,10 @@ class Runner:
         try:
             prior = self._prior(execution, steps, records, index)
             result = attempt.run(prior)
+            # A tool's answer may quote what it was sent: later steps redact those secrets.
+            sent = {"sent": sorted(step.secret_refs)} if step.tool and step.secret_refs else {}
             payload = json.dumps(
-                {"value": result.value, "secrets": sorted(result.secrets)},
+                {"value": result.value, "secrets": sorted(result.secrets), **sent},
                 separators=(",", ":"),
                 ensure_ascii=False,
                 allow_nan=False,  # the answer is JSON, which has no NaN or Infinity
@@ -336,6 +341,7 @@ class Runner:
     ) -> _Prior:
         results: list[Tainted] = []
         outputs: dict[str, Tainted] = {}
+        sent: set[str] = set()
         for earlier in steps[:index]:
             record = records.get(earlier.index)
             if record is None or record.status != SUCCEEDED or record.sealed is None:
@@ -349,10 +355,11 @@ class Runner:
                 ) from None
             stored = json.loads(plain)
             result = Tainted(stored["value"], frozenset(stored["secrets"]))
+            sent.update(stored.get("sent", ()))
             results.append(result)
             if earlier.output is not None:
                 outputs[earlier.output] = result
-        return _Prior(results, outputs)
+        return _Prior(results, outputs, frozenset(sent))
 
     def fetch_secrets(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -47,12 +48,22 @@ class TaskWarning:
     message: str
 
 
+def _not_found(kind: str, given: str) -> NotFound:
+    """Ids are UUIDs: a well-formed one is quoted, anything else (a value pasted into the
+    URL by mistake, even a secret) is not repeated back."""
+    try:
+        uuid.UUID(given)
+    except ValueError:
+        return NotFound(f"no {kind} has that id ({kind} ids are UUIDs)")
+    return NotFound(f"{kind} {given!r} does not exist")
+
+
 def _task_not_found(task_id: str) -> NotFound:
-    return NotFound(f"task {task_id!r} does not exist")
+    return _not_found("task", task_id)
 
 
 def _execution_not_found(execution_id: str) -> NotFound:
-    return NotFound(f"execution {execution_id!r} does not exist")
+    return _not_found("execution", execution_id)
 
 
 class TaskService:
