@@ -8,7 +8,7 @@ against it, in the same run, on the same rows:
 - **crypto alone**: unwrapping and rewrapping the same number of data keys in-process
   (``Keyring.rewrap``), no database;
 - **storage verbs alone**: rotation's own batches through the same storage verbs
-  (``versions_under_keks``, ``replace_wrapped_dek``, a commit per batch) with no crypto:
+  (``versions_under_keks``, ``replace_wrapped_deks``, a commit per batch) with no crypto:
   each version's KEK id is moved to a placeholder and its wrapped key written back
   unchanged, then one statement moves them all back;
 - **bare SQL**: a keyset walk over the primary key reading 500 (id, version, KEK id,
@@ -100,12 +100,19 @@ def storage_only(services: Services, kek_id: int, batch: int) -> float:
     while True:
         with store.write() as tx:
             found = tx.versions_under_keks([kek_id], batch)
-            for stored in found:
-                parked = Sealed(
-                    PLACEHOLDER_KEK, stored.sealed.wrapped_dek, stored.sealed.ciphertext
-                )
-                moved = tx.replace_wrapped_dek(stored.secret_id, stored.version, kek_id, parked)
-                assert moved
+            tx.replace_wrapped_deks(
+                [
+                    (
+                        stored.secret_id,
+                        stored.version,
+                        kek_id,
+                        Sealed(
+                            PLACEHOLDER_KEK, stored.sealed.wrapped_dek, stored.sealed.ciphertext
+                        ),
+                    )
+                    for stored in found
+                ]
+            )
         if not found:
             break
     took = time.perf_counter() - started

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,19 @@ def wait_ready(server: ServerProcess, timeout: float = 30) -> None:
         time.sleep(0.05)
     server.stop()
     raise RuntimeError(f"server did not become ready:\n{server.log()}")
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds.
+
+    For something another process makes true (a server's log line, an execution's end,
+    a database back up): the wait ends as soon as it is, never after a guessed delay.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.02)
 
 
 def canary(label: str = "canary") -> str:

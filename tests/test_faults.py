@@ -33,7 +33,7 @@ import subprocess
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ from .support import (
     run_cli,
     start_server,
     wait_ready,
+    wait_until,
 )
 from .tmpfs import Tmpfs, tmpfs_or_fail
 
@@ -100,15 +101,6 @@ def client_for(server: ServerProcess, key: str) -> httpx.Client:
         headers={"Authorization": f"Bearer {key}"},
         timeout=CLIENT_TIMEOUT,
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.02)
 
 
 # -- what the clients were told -------------------------------------------------------------
@@ -593,7 +585,7 @@ def test_postgres_turned_read_only_refuses_changes_clearly_and_recovers(
                 return response.status_code != 201
 
             # The reload reaches each connection at its next statement.
-            wait_until(refused_now, timeout=15, what="writes refused after the reload")
+            wait_until(refused_now, "writes refused after the reload", timeout=15)
             created = [f"new{i}" for i, r in enumerate(tried) if r.status_code == 201]
             assert len(created) == len(tried) - 1, [r.status_code for r in tried]
             error = assert_error(tried[-1], 503, "unavailable")

@@ -48,7 +48,15 @@ from strongroom import Strongroom, StrongroomError
 from strongroom.server.api.deps import Services
 
 from .conftest import MASTER_KEY, POSTGRES_URL, IssueKey
-from .support import STRONGROOM, ServerProcess, canary, encodings, free_port, start_server
+from .support import (
+    STRONGROOM,
+    ServerProcess,
+    canary,
+    encodings,
+    free_port,
+    start_server,
+    wait_until,
+)
 from .upstream import Upstream, at, openai_upstream
 
 pytestmark = pytest.mark.e2e
@@ -283,15 +291,6 @@ def finished(server: ServerProcess, execution_id: str) -> bool:
         b'"execution finished"' in line and execution_id.encode() in line
         for line in server.log_path.read_bytes().splitlines()
     )
-
-
-def wait_until(check: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {DEADLINE} s")
 
 
 # -- what the databases and files hold ------------------------------------------------------------
@@ -764,7 +763,7 @@ def test_no_canary_is_left_anywhere_but_where_it_was_asked_for(
             "cancelled"
         )
         fake_openai.release.set()
-        wait_until(lambda: finished(first, cancelled), "the cancelled run ends")
+        wait_until(lambda: finished(first, cancelled), "the cancelled run ends", DEADLINE)
 
         # -- master-key rotation with the server running, then a read through it --------------
         _, rotated = trail.cli(["master-key", "rotate"], server_env)

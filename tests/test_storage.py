@@ -140,6 +140,27 @@ def test_replace_wrapped_dek_only_from_the_expected_kek(store: Store, tenant_id:
         assert [v.secret_id for v in tx.versions_under_keks([2], 10)] == [record.id]
 
 
+def test_replace_wrapped_deks_moves_a_batch_and_skips_rows_already_moved(
+    store: Store, tenant_id: str
+) -> None:
+    records = [secret(tenant_id, f"k{i}") for i in range(5)]
+    for record in records:
+        add(store, record)
+    with store.write() as tx:
+        assert tx.replace_wrapped_dek(records[0].id, 1, 1, Sealed(3, b"elsewhere", b"c"))
+        tx.replace_wrapped_deks(
+            [(r.id, 1, 1, Sealed(2, f"new {r.name}".encode(), b"c")) for r in records]
+        )
+        tx.replace_wrapped_deks([])
+        assert tx.count_versions_by_kek() == {2: 4, 3: 1}
+        moved = {v.secret_id: v.sealed.wrapped_dek for v in tx.versions_under_keks([2], 10)}
+    assert moved == {r.id: f"new {r.name}".encode() for r in records[1:]}
+    with store.read() as tx:
+        kept = tx.version(records[0].id, 1)
+    assert kept is not None
+    assert kept.sealed.wrapped_dek == b"elsewhere"  # it had left KEK 1: not overwritten
+
+
 def test_write_rolls_back_on_error(store: Store, tenant_id: str) -> None:
     def abandoned_write() -> None:
         with store.write() as tx:

@@ -62,13 +62,12 @@ def rotate(
                 for kek_id in retired:
                     tx.set_keyring_state(kek_id, "retired", dt.datetime.now(dt.UTC))
                 return RotationReport(active, resumed, rewrapped, retired)
-            for stored in batch:
-                tx.replace_wrapped_dek(
-                    stored.secret_id,
-                    stored.version,
-                    stored.sealed.kek_id,
-                    keyring.rewrap(stored, active),
-                )
+            tx.replace_wrapped_deks(
+                [
+                    (s.secret_id, s.version, s.sealed.kek_id, keyring.rewrap(s, active))
+                    for s in batch
+                ]
+            )
             for result in results:
                 context = step_result_context(result.tenant_id, result.execution_id, result.index)
                 tx.replace_step_wrapped_dek(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -253,6 +253,12 @@ class Transaction(ABC):
         self, secret_id: str, version: int, old_kek_id: int, new: Sealed
     ) -> bool:
         """Swap one version's wrapped data key, if it is still under ``old_kek_id``."""
+
+    @abstractmethod
+    def replace_wrapped_deks(self, changes: Sequence[tuple[str, int, int, Sealed]]) -> None:
+        """:meth:`replace_wrapped_dek` for many ``(secret_id, version, old_kek_id, new)``
+        at once: one statement sent for all (a round trip per row dominated rotation on
+        PostgreSQL). A row no longer under its ``old_kek_id`` is left alone."""
 
     # -- secrets --------------------------------------------------------------------------
     @abstractmethod

@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, fields
 from typing import Any
@@ -393,6 +393,23 @@ class SQLTransaction(Transaction):
             "b_wrapped_dek": new.wrapped_dek,
         }
         return self.conn.execute(_REPLACE_WRAPPED_DEK, params).rowcount == 1
+
+    def replace_wrapped_deks(self, changes: Sequence[tuple[str, int, int, Sealed]]) -> None:
+        if not changes:
+            return
+        params = [
+            {
+                "b_secret_id": secret_id,
+                "b_version": version,
+                "b_old_kek_id": old_kek_id,
+                "b_kek_id": new.kek_id,
+                "b_wrapped_dek": new.wrapped_dek,
+            }
+            for secret_id, version, old_kek_id, new in changes
+        ]
+        # A list of parameter sets is an executemany: psycopg pipelines it, sqlite3
+        # loops in C.
+        self.conn.execute(_REPLACE_WRAPPED_DEK, params)
 
     # -- secrets --------------------------------------------------------------------------
     def secret_by_name(
