@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
 
@@ -153,6 +154,25 @@ def find_leaks(value: str, haystack: bytes) -> list[str]:
 
 
 ERROR_FIELDS = {"code", "message", "request_id", "details"}
+
+
+def postgres_rows(url: str) -> bytes:
+    """Every row of every table of every schema of a PostgreSQL database (the execution
+    engine's ``dbos`` schema included), as text and as raw values: what a leak scan reads."""
+    chunks: list[bytes] = []
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_type = 'BASE TABLE'"
+            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema, table in tables:
+            for (text,) in conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t'):
+                chunks.append(text.encode())
+            for row in conn.execute(f'SELECT * FROM "{schema}"."{table}"'):
+                for value in row:
+                    chunks.append(value if isinstance(value, bytes) else str(value).encode())
+    return b"\n".join(chunks)
 
 
 def assert_error(

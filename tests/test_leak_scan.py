@@ -54,6 +54,7 @@ from .support import (
     canary,
     encodings,
     free_port,
+    postgres_rows,
     start_server,
     wait_until,
 )
@@ -294,25 +295,6 @@ def finished(server: ServerProcess, execution_id: str) -> bool:
 
 
 # -- what the databases and files hold ------------------------------------------------------------
-def postgres_rows(url: str) -> bytes:
-    """Every row of every table of every schema of the database, as text and as raw values."""
-    chunks: list[bytes] = []
-    with psycopg.connect(url) as conn:
-        tables = conn.execute(
-            "SELECT table_schema, table_name FROM information_schema.tables"
-            " WHERE table_type = 'BASE TABLE'"
-            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
-        ).fetchall()
-        assert {"public", "dbos"} <= {schema for schema, _ in tables}, tables
-        for schema, table in tables:
-            for (text,) in conn.execute(f'SELECT t::text FROM "{schema}"."{table}" t'):
-                chunks.append(text.encode())
-            for row in conn.execute(f'SELECT * FROM "{schema}"."{table}"'):
-                for value in row:
-                    chunks.append(value if isinstance(value, bytes) else str(value).encode())
-    return b"\n".join(chunks)
-
-
 def files_under(root: Path, skip: set[Path]) -> dict[str, bytes]:
     return {
         str(path.relative_to(root)): path.read_bytes()

@@ -17,16 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
 from strongroom.server.logs import JSONFormatter
-from strongroom.server.storage import schema
 
 from .conftest import IssueKey
-from .support import ServerProcess, canary, encodings, find_leaks
+from .support import ServerProcess, canary, encodings, find_leaks, postgres_rows
 
 
 class Recorder:
@@ -69,16 +67,7 @@ def database_bytes(database_url: str, workdir: Path) -> bytes:
         files = sorted(path.parent.glob(path.name + "*"))
         assert path in files
         return b"".join(f.read_bytes() for f in files)
-    chunks: list[bytes] = []
-    with psycopg.connect(database_url) as conn:
-        for table in schema.metadata.sorted_tables:
-            # The row as text (bytea as hex), and the raw values (bytea as bytes).
-            for (text,) in conn.execute(f"SELECT t::text FROM {table.name} t"):
-                chunks.append(text.encode())
-            for row in conn.execute(f"SELECT * FROM {table.name}"):
-                for value in row:
-                    chunks.append(value if isinstance(value, bytes) else str(value).encode())
-    return b"\n".join(chunks)
+    return postgres_rows(database_url)
 
 
 @pytest.fixture
