@@ -24,6 +24,7 @@ from ..secrets import UNSET
 from ..storage.base import SecretRecord
 from .deps import Services, authenticate, services
 from .schemas import (
+    COMMON_ERRORS,
     ENCRYPTED,
     Description,
     Metadata,
@@ -65,7 +66,7 @@ SecretIdPath = Annotated[
 Auth = Annotated[Caller, Depends(authenticate)]
 Svc = Annotated[Services, Depends(services)]
 
-_COMMON = (401, 403, 422, 429, 503, 507)  # 429: the request budgets; 507: a full disk
+_COMMON = COMMON_ERRORS
 
 
 # -- wire shapes ------------------------------------------------------------------------------

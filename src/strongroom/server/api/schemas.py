@@ -243,6 +243,11 @@ def page_body(
     }
 
 
+# What any authenticated API route can answer besides its own errors: 401/403 (the key),
+# 422 (the request), 429 (the request budgets), 503 (the database), 507 (a full disk).
+COMMON_ERRORS = (401, 403, 422, 429, 503, 507)
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer with."""
     return {status: {"model": ErrorEnvelope} for status in statuses}

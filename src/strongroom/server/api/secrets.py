@@ -28,7 +28,7 @@ NamePath = Annotated[
 Auth = Annotated[Caller, Depends(authenticate)]
 Svc = Annotated[Services, Depends(services)]
 
-_COMMON = (401, 403, 422, 429, 503, 507)  # 429: the request budgets; 507: a full disk
+_COMMON = schemas.COMMON_ERRORS
 
 # A version number, as an ETag is spelled ("3", or weak: W/"3"); at most ten digits past
 # any leading zeros, so no header makes int() work hard or fail.

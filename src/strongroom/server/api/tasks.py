@@ -15,7 +15,14 @@ from ..storage.base import ExecutionRecord, StepRecord, TaskRecord
 from ..tasks.definitions import task_body
 from . import task_schemas as schemas
 from .deps import Services, authenticate, services
-from .schemas import NO_NUL_SCHEMA, check_text, error_responses, json_problem, page_body
+from .schemas import (
+    COMMON_ERRORS,
+    NO_NUL_SCHEMA,
+    check_text,
+    error_responses,
+    json_problem,
+    page_body,
+)
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 executions_router = APIRouter(prefix="/v1/executions", tags=["executions"])
@@ -36,7 +43,7 @@ ExecutionId = Annotated[
     AfterValidator(check_text),
 ]
 
-_COMMON = (401, 403, 422, 429, 503, 507)  # 429: the request budgets; 507: a full disk
+_COMMON = COMMON_ERRORS
 
 
 def task_out(task: TaskRecord) -> dict[str, Any]:
