@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # The embedded default: SQLite in ./data, a generated development master key, and a
 # bootstrap API key printed on first start.
 run: install
-	mkdir -p data
+	mkdir -p -m 700 data
 	$(BIN)/strongroom migrate
 	$(BIN)/strongroom serve --dev
 

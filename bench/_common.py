@@ -94,7 +94,7 @@ def open_bench_services(url: str) -> Iterator[Services]:
 
 def issue_key(services: Services, tenant: str = "bench") -> tuple[str, ApiKeyRecord]:
     """An all-scopes API key for ``tenant`` (created if new), as ``strongroom keys`` makes."""
-    return create_api_key(services.store, tenant, name="bench")
+    return create_api_key(services.store, services.keyring, tenant, name="bench")
 
 
 @dataclass(frozen=True)

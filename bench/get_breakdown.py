@@ -37,7 +37,6 @@ from _common import (  # the bench directory is not a package: found via sys.pat
 )
 from strongroom.server import audit
 from strongroom.server.api.deps import Services
-from strongroom.server.apikeys import hash_api_key
 from strongroom.server.audit import Action, Caller
 
 
@@ -60,7 +59,7 @@ def pieces_of_a_get(services: Services, calls: int, backend: str) -> list[list[o
     names = [f"bench_secret_{i:05d}" for i in range(1000)]
     seed(services, record, (SeedSecret(n, "v" * 32, {"environment": "production"}) for n in names))
     caller = Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
-    key_hash = hash_api_key(key)
+    key_hash = services.keyring.hash_api_key(key)
     store = services.store
     turn = itertools.cycle(names)
     with store.read() as tx:
@@ -99,7 +98,12 @@ def pieces_of_a_get(services: Services, calls: int, backend: str) -> list[list[o
         ("empty write transaction", empty_write),
         ("API key look-up (read tx)", authenticate),
         ("secret + version look-up (read tx)", look_up),
-        ("keyring.open (decrypt DEK + value)", lambda: services.keyring.open(stored)),
+        (
+            "keyring.open (decrypt DEK + value)",
+            lambda: services.keyring.open(
+                stored, secret_tenant_id=record.tenant_id, caller_tenant_id=record.tenant_id
+            ),
+        ),
         ("audit event alone (write tx, commit)", audit_only),
         ("SecretService.get (write tx + audit)", service_get),
     ]

@@ -295,7 +295,11 @@ def main() -> None:
                         assert first is not None
                         stored = tx.version(first.id, 1)
                         assert stored is not None
-                        first_value = services.keyring.open(stored)
+                        first_value = services.keyring.open(
+                            stored,
+                            secret_tenant_id=record.tenant_id,
+                            caller_tenant_id=record.tenant_id,
+                        )
                 auth = {"Authorization": f"Bearer {key}"}
                 with strongroom_server(url, work) as server:
                     check_requests(server, names[0], auth, first_value)

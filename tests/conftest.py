@@ -21,9 +21,10 @@ from pydantic import SecretStr
 
 from strongroom.server.api.deps import Services
 from strongroom.server.app import create_app, open_services
+from strongroom.server.crypto import Keyring
 from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
-from strongroom.server.storage import schema
+from strongroom.server.storage import Store, schema
 
 from .support import ServerProcess, start_server
 
@@ -32,6 +33,14 @@ POSTGRES_URL = os.environ.get(
 )
 MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 BACKENDS = ("sqlite", "postgres")
+
+
+def unsealed(store: Store) -> Keyring:
+    """The keyring of a database the tests' servers use (all with ``MASTER_KEY``): what
+    issuing an API key needs, since keys are stored as HMACs under a key it holds."""
+    keyring = Keyring(base64.b64decode(MASTER_KEY), store)
+    keyring.unseal()
+    return keyring
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +131,7 @@ def issue_key(services: Services) -> IssueKey:
     def issue(
         tenant: str = "default", scopes: tuple[str, ...] = (), name: str | None = None
     ) -> str:
-        key, _ = create_api_key(services.store, tenant, name=name, scopes=scopes)
+        key, _ = create_api_key(services.store, services.keyring, tenant, name=name, scopes=scopes)
         return key
 
     return issue

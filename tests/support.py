@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -202,3 +204,61 @@ def assert_error(
     if location is not None:
         assert location in [d["location"] for d in error["details"]], error
     return error
+
+
+class TcpRelay:
+    """A TCP port on 127.0.0.1 that forwards every connection to ``target`` (host, port):
+    the same server at another endpoint. Tools refuse the endpoint of strongroom's own
+    database, so a test whose tasks query another database on the one shared PostgreSQL
+    points the *server* at this relay, and the tasks at PostgreSQL's own port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url_for(self, url: str) -> str:
+        """``url`` (a ``postgresql://`` URL of the target) through this relay."""
+        parts = urllib.parse.urlsplit(url)
+        user = f"{parts.username}@" if parts.username else ""
+        return urllib.parse.urlunsplit(
+            parts._replace(netloc=f"{user}127.0.0.1:{self.port}")  # no password: trust auth
+        )
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._open += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass  # the other side closed: shut both down
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        with self._lock:
+            for sock in self._open:
+                sock.close()

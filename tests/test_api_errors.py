@@ -353,6 +353,7 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "version",
         "created_at",
         "updated_at",
+        "policy",
     }
     assert secret["properties"]["version"]["type"] == "integer"
     assert secret["properties"]["created_at"]["type"] == "string"
@@ -365,6 +366,7 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "value",
         "description",
         "metadata",
+        "policy",
     }
     assert set(schemas["SecretUpdate"]["properties"]) == {
         "value",
@@ -372,6 +374,7 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "metadata",
         "new_name",
         "expected_version",
+        "policy",
     }
     envelope = schemas["ErrorEnvelope"]
     assert set(envelope["properties"]) == {"error"}

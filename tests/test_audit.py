@@ -45,7 +45,7 @@ def keyed(app: FastAPI, services: Services) -> Iterator[Callable[..., Keyed]]:
     made: list[TestClient] = []
 
     def make(tenant: str = "default", scopes: tuple[str, ...] = ()) -> Keyed:
-        key, record = create_api_key(services.store, tenant, scopes=scopes)
+        key, record = create_api_key(services.store, services.keyring, tenant, scopes=scopes)
         client = TestClient(app, headers={"Authorization": f"Bearer {key}"})
         made.append(client)
         return Keyed(client, key, record)

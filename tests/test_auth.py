@@ -7,19 +7,31 @@ one: 404, never 403.
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
-from strongroom.server.apikeys import KEY_LENGTH, generate_api_key
-from strongroom.server.keys import create_api_key, revoke_api_key
+from strongroom.server.apikeys import KEY_LENGTH, generate_api_key, key_hint
+from strongroom.server.app import create_app, open_services
+from strongroom.server.crypto import envelope
+from strongroom.server.keys import create_api_key, ensure_tenant, revoke_api_key
+from strongroom.server.settings import Settings
+from strongroom.server.storage import schema
 
-from .conftest import MakeClient
-from .support import assert_error, canary
+from .conftest import MASTER_KEY, MakeClient
+from .support import assert_error, canary, postgres_rows
 
 WWW_AUTHENTICATE = 'Bearer realm="strongroom"'
 
@@ -81,8 +93,8 @@ def test_every_route_needs_a_key(
 
 
 def test_each_kind_of_bad_key_gets_its_own_message(app: FastAPI, services: Services) -> None:
-    real, _ = create_api_key(services.store, "default")
-    revoked, revoked_record = create_api_key(services.store, "default")
+    real, _ = create_api_key(services.store, services.keyring, "default")
+    revoked, revoked_record = create_api_key(services.store, services.keyring, "default")
     assert revoke_api_key(services.store, revoked_record.id)
     # one character of the random part changed: the checksum no longer matches
     flipped = real[:10] + ("A" if real[10] != "A" else "B") + real[11:]
@@ -131,7 +143,7 @@ def test_each_kind_of_bad_key_gets_its_own_message(app: FastAPI, services: Servi
 
 
 def test_the_bearer_scheme_is_case_insensitive(anonymous: TestClient, services: Services) -> None:
-    key, _ = create_api_key(services.store, "default")
+    key, _ = create_api_key(services.store, services.keyring, "default")
     for scheme in ("bearer", "BEARER", "Bearer"):
         response = anonymous.get("/v1/secrets", headers={"Authorization": f"{scheme} {key}"})
         assert response.status_code == 200, (scheme, response.text)
@@ -140,7 +152,7 @@ def test_the_bearer_scheme_is_case_insensitive(anonymous: TestClient, services: 
 def test_a_revoked_key_stops_working_at_once(
     make_client: MakeClient, services: Services, api: TestClient
 ) -> None:
-    key, record = create_api_key(services.store, "default")
+    key, record = create_api_key(services.store, services.keyring, "default")
     client = make_client(key=key)
     create(client, "before_revoke", "value")
     assert revoke_api_key(services.store, record.id)
@@ -333,8 +345,8 @@ def test_rename_onto_another_tenants_name_is_no_conflict(
 def test_another_tenants_audit_trail_is_invisible(
     make_client: MakeClient, services: Services
 ) -> None:
-    key_a, record_a = create_api_key(services.store, "tenant_a")
-    key_b, record_b = create_api_key(services.store, "tenant_b")
+    key_a, record_a = create_api_key(services.store, services.keyring, "tenant_a")
+    key_b, record_b = create_api_key(services.store, services.keyring, "tenant_b")
     a, b = make_client(key=key_a), make_client(key=key_b)
     create(a, "shared", "a-value")
     a.get("/v1/secrets/shared")
@@ -361,3 +373,153 @@ def test_another_tenants_audit_trail_is_invisible(
         "secret.read",
         "secret.create",
     ]
+
+
+# -- how keys are stored ----------------------------------------------------------------------
+def sha256_hex(key: str) -> str:
+    """What older versions stored for a key, and what anybody can compute."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def unwrapped_hmac_key(services: Services) -> bytes:
+    """The API-key HMAC key, unwrapped from its barrier row with the master key."""
+    barrier = schema.barrier
+    with services.store.engine.connect() as conn:
+        wrapped = conn.execute(
+            sa.select(barrier.c.verifier).where(barrier.c.id == schema.BARRIER_API_KEY_HMAC)
+        ).scalar_one()
+    master = AESGCM(base64.b64decode(MASTER_KEY))
+    return envelope.decrypt(master, bytes(wrapped), envelope.API_KEY_HMAC_AAD)
+
+
+def insert_key_row(
+    services: Services, tenant: str, key: str, key_hash: str, revoked: bool = False
+) -> str:
+    """An ``api_keys`` row written by raw SQL, as by someone with database access."""
+    key_id = str(uuid.uuid4())
+    now = dt.datetime.now(dt.UTC)
+    tenant_id = ensure_tenant(services.store, tenant).id
+    with services.store.engine.begin() as conn:
+        conn.execute(
+            schema.api_keys.insert().values(
+                id=key_id,
+                tenant_id=tenant_id,
+                name="raw",
+                key_hash=key_hash,
+                hint=key_hint(key),
+                scopes='["*"]',
+                created_at=now,
+                revoked_at=now if revoked else None,
+            )
+        )
+    return key_id
+
+
+def stored_hashes(services: Services) -> dict[str, str]:
+    with services.store.read() as tx:
+        return dict(tx.api_key_hashes())
+
+
+def database_bytes(database_url: str) -> bytes:
+    """Every byte the database holds: SQLite's files with their journal, or every row."""
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url.removeprefix("sqlite:///"))
+        return b"".join(f.read_bytes() for f in sorted(path.parent.glob(path.name + "*")))
+    return postgres_rows(database_url)
+
+
+def test_keys_are_stored_as_hmacs_under_a_key_the_master_key_wraps(
+    services: Services, database_url: str
+) -> None:
+    key, record = create_api_key(services.store, services.keyring, "default")
+    mac_key = unwrapped_hmac_key(services)
+    expected = hmac.new(mac_key, hashlib.sha256(key.encode()).digest(), "sha256").hexdigest()
+    assert stored_hashes(services) == {record.id: expected}
+    assert expected != sha256_hex(key)
+
+    stored = database_bytes(database_url)
+    with services.store.read() as tx:
+        wrapped = tx.api_key_hmac_key()
+    assert wrapped is not None and wrapped in stored  # the scan sees the barrier row
+    for spelling in (mac_key, mac_key.hex().encode(), base64.b64encode(mac_key)):
+        assert spelling not in stored
+    assert sha256_hex(key).encode() not in stored
+
+
+def test_a_row_holding_a_plain_hash_authorises_nothing(
+    anonymous: TestClient, services: Services, settings: Settings
+) -> None:
+    """Anybody can compute ``sha256(key)`` of a key they made up: a row written with it
+    must not become a key, now or after any later start (the conversion of such rows
+    happened once, when the HMAC key was made)."""
+    minted = generate_api_key()
+    key_id = insert_key_row(services, "default", minted, sha256_hex(minted))
+    headers = {"Authorization": f"Bearer {minted}"}
+    refused = anonymous.get("/v1/secrets", headers=headers)
+    assert "not recognised" in assert_error(refused, 401, "unauthorized")["message"]
+
+    restarted = open_services(settings)
+    try:
+        with TestClient(create_app(restarted)) as client:
+            again = client.get("/v1/secrets", headers=headers)
+        assert "not recognised" in assert_error(again, 401, "unauthorized")["message"]
+    finally:
+        restarted.store.close()
+    assert stored_hashes(services)[key_id] == sha256_hex(minted)
+
+
+def test_keys_issued_before_the_upgrade_keep_working_after_it(
+    services: Services, settings: Settings
+) -> None:
+    """A database as an older version left it: keys stored as ``sha256hex(key)`` and no
+    HMAC key. The first unseal makes the HMAC key and converts every row; revoked keys
+    stay revoked, and a row not in the old form (never a key) is left unusable."""
+    current, current_record = create_api_key(services.store, services.keyring, "default")
+    old, revoked = generate_api_key(), generate_api_key()
+    old_id = insert_key_row(services, "legacy", old, sha256_hex(old))
+    insert_key_row(services, "legacy", revoked, sha256_hex(revoked), revoked=True)
+    upper = generate_api_key()
+    upper_id = insert_key_row(services, "legacy", upper, sha256_hex(upper).upper())
+    with services.store.engine.begin() as conn:
+        conn.execute(
+            schema.barrier.delete().where(schema.barrier.c.id == schema.BARRIER_API_KEY_HMAC)
+        )
+        # The key issued under the HMAC key just removed, put back as an old version
+        # would have stored it.
+        conn.execute(
+            schema.api_keys.update()
+            .where(schema.api_keys.c.id == current_record.id)
+            .values(key_hash=sha256_hex(current))
+        )
+
+    upgraded = open_services(settings)
+    try:
+        mac_key = unwrapped_hmac_key(upgraded)
+        hashes = stored_hashes(upgraded)
+        assert (
+            hashes[old_id]
+            == hmac.new(mac_key, hashlib.sha256(old.encode()).digest(), "sha256").hexdigest()
+        )
+        assert hashes[upper_id] == sha256_hex(upper).upper()  # left as it was
+        with TestClient(create_app(upgraded)) as client:
+
+            def status(key: str) -> tuple[int, str]:
+                response = client.get("/v1/secrets", headers={"Authorization": f"Bearer {key}"})
+                message = response.json().get("error", {}).get("message", "")
+                return response.status_code, message
+
+            assert status(old)[0] == 200
+            assert status(current)[0] == 200
+            code, message = status(revoked)
+            assert code == 401 and "revoked" in message
+            assert status(upper)[0] == 401
+    finally:
+        upgraded.store.close()
+
+    # Once only: another start converts nothing again, so the hashes stay as they are.
+    again = open_services(settings)
+    try:
+        assert stored_hashes(again) == hashes
+        assert again.keyring.hash_api_key(old) == hashes[old_id]
+    finally:
+        again.store.close()

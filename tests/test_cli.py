@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from .conftest import MASTER_KEY
-from .support import run_cli, start_server
+from .support import run_cli, start_server, wait_until
 
 
 @pytest.fixture
@@ -156,3 +156,67 @@ def test_serve_dev_generates_key_and_prints_bootstrap_key_once(tmp_path: Path) -
         assert client.get("/v1/secrets/kept").json()["value"] == "still here"
     finally:
         again.stop()
+
+
+def test_keys_create_without_a_master_key_says_why(database_url: str, tmp_path: Path) -> None:
+    """Issuing a key needs the master key (keys are stored as HMACs under a key it wraps);
+    listing and revoking do not, so a leaked key can be revoked with database access."""
+    made = run_cli(["keys", "create", "--tenant", "acme", "-q"], {}, cwd=tmp_path)
+    assert made.returncode == 2 and made.stdout == ""
+    message = " ".join(made.stderr.split())
+    assert "`strongroom keys create` needs the master key" in message
+    assert "STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE" in message
+    assert "Traceback" not in made.stderr
+    generated = run_cli(["master-key", "generate", "--file", "data/master.key"], {}, cwd=tmp_path)
+    assert generated.returncode == 0, generated.stderr
+    dev = run_cli(["keys", "create", "--tenant", "acme"], {}, cwd=tmp_path)
+    assert dev.returncode == 2
+    assert "STRONGROOM_MASTER_KEY_FILE=data/master.key" in " ".join(dev.stderr.split())
+
+    env = {"STRONGROOM_DATABASE_URL": database_url}
+    key = run_cli(
+        ["keys", "create", "--tenant", "acme", "-q"], {**env, "STRONGROOM_MASTER_KEY": MASTER_KEY}
+    )
+    assert key.returncode == 0, key.stderr
+    listed = run_cli(["keys", "list", "--json"], env)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert run_cli(["keys", "revoke", row["id"]], env).returncode == 0
+
+
+def test_files_the_server_creates_are_private(tmp_path: Path) -> None:
+    """The database, its -wal and -shm, the execution engine's state and the directories
+    the server makes have no group or other access, whatever the umask it starts with."""
+    data = tmp_path / "fresh" / "data"
+    env = {
+        "STRONGROOM_DATABASE_URL": f"sqlite:///{data / 'strongroom.db'}",
+        "STRONGROOM_MASTER_KEY": MASTER_KEY,
+    }
+    # As a shell with the usual umask 022 starts it; --dev prints a bootstrap key, so the
+    # server is the only process that creates anything.
+    umask_022 = ("sh", "-c", 'umask 022 && exec "$@"', "sh")
+    server = start_server(tmp_path, env, extra_args=("--dev",), prefix=umask_022)
+    try:
+        key = next(w for w in server.stdout().split() if w.startswith("sr_") and len(w) == 41)
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=server.base_url, headers=auth, timeout=30) as client:
+            created = client.post("/v1/secrets", json={"name": "greeting", "value": "hello"})
+            assert created.status_code == 201, created.text
+            steps = [{"kind": "transform", "expression": "$ len(secrets.greeting)"}]
+            task = client.post("/v1/tasks", json={"steps": steps})
+            assert task.status_code == 201, task.text
+            run = client.post(f"/v1/tasks/{task.json()['id']}/executions", json={})
+            assert run.status_code in (201, 202), run.text
+            execution = f"/v1/executions/{run.json()['id']}"
+            wait_until(
+                lambda: client.get(execution).json()["status"] == "succeeded",
+                "the execution succeeds",
+            )
+        names = {path.name for path in data.iterdir()}
+        assert {"strongroom.db", "strongroom.db-wal", "strongroom.db-shm"} <= names
+        assert any(name.startswith("strongroom.db.dbos.sqlite") for name in names), names
+        for path in [tmp_path / "fresh", data, *data.iterdir()]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode & 0o077 == 0, f"{path.name} is {mode:o}"
+    finally:
+        server.stop()

@@ -30,19 +30,20 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from dotenv import dotenv_values
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from strongroom import SecretNotFoundError, Strongroom
+from strongroom import SecretNotFoundError, SecretPolicy, Strongroom
 from strongroom.cli import envfile
 from strongroom.cli.main import cli
 from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
-from .conftest import BACKENDS, MASTER_KEY, truncate_postgres
+from .conftest import BACKENDS, MASTER_KEY, truncate_postgres, unsealed
 from .support import STRONGROOM, ServerProcess, canary, find_leaks, free_port, start_server
 
 PYTHON = sys.executable
@@ -159,7 +160,7 @@ def cli_server(
 def issue_key(server: ServerProcess, tenant: str, scopes: tuple[str, ...] = ()) -> str:
     store = open_store(server.env["STRONGROOM_DATABASE_URL"])
     try:
-        key, _ = create_api_key(store, tenant, scopes=scopes)
+        key, _ = create_api_key(store, unsealed(store), tenant, scopes=scopes)
     finally:
         store.close()
     return key
@@ -250,6 +251,7 @@ def test_get_prints_the_value_alone_or_the_secret_as_json(tenant: Tenant) -> Non
         "version",
         "created_at",
         "updated_at",
+        "policy",
     }
     assert (body["name"], body["value"], body["version"], body["metadata"]) == (
         "multi",
@@ -293,6 +295,12 @@ def test_list_shows_names_never_values(tenant: Tenant) -> None:
         "version",
         "created_at",
         "updated_at",
+        "policy",
+    }
+    assert rows[0]["policy"] == {
+        "allowed_destinations": None,
+        "allowed_tools": None,
+        "readable": True,
     }
     assert rows[0]["metadata"] == {"env": "prod"} and rows[0]["version"] == 1
     assert [r["name"] for r in json.loads(filtered.out)] == ["alpha", "gamma"]
@@ -504,6 +512,88 @@ def test_run_gives_the_command_secrets_without_printing_them(tenant: Tenant) -> 
         assert not done.leaks(first, second, third), done
 
 
+# Names that --all and --metadata must leave out: each would make the command run code
+# or talk to somewhere else, if a secret of that name were planted in the tenant.
+PLANTED = ("BASH_ENV", "LD_PRELOAD", "PYTHONSTARTUP", "GIT_SSH_COMMAND", "STRONGROOM_BASE_URL")
+SHOW_ENVIRONMENT = (
+    "import json, os\n"
+    # STRONGROOM_BASE_URL is inherited: its value shows whether the planted one won
+    f"watched = {{'SAFE_TOKEN', 'MAPPED', *{PLANTED!r}}} - {{'STRONGROOM_BASE_URL'}}\n"
+    "print(json.dumps({'names': sorted(k for k in os.environ if k in watched),\n"
+    "                  'base_url': os.environ.get('STRONGROOM_BASE_URL'),\n"
+    "                  'api_key': os.environ.get('STRONGROOM_API_KEY')}))\n"
+)
+
+
+@pytest.mark.e2e
+def test_run_leaves_out_unsafe_names_and_its_own_api_key(tenant: Tenant) -> None:
+    safe = canary("safe")
+    planted = {name: canary(name.lower()) for name in PLANTED}
+    tenant.sdk.secrets.create("SAFE_TOKEN", safe, metadata={"group": "g"})
+    for name, value in planted.items():
+        tenant.sdk.secrets.create(name, value, metadata={"group": "g"})
+    show = [PYTHON, "-c", SHOW_ENVIRONMENT]
+    key = tenant.env["STRONGROOM_API_KEY"]
+    every, by_metadata, named, passed = sr_all(
+        (["run", "--all", "--", *show], tenant.env),
+        (["run", "--metadata", "group=g", "--", *show], tenant.env),
+        (["run", "--all", "--secret", "GIT_SSH_COMMAND", "--", *show], tenant.env),
+        (["run", "--secret", "MAPPED=SAFE_TOKEN", "--pass-api-key", "--", *show], tenant.env),
+    )
+    for done in (every, by_metadata):
+        assert done.code == 0, done.err
+        assert json.loads(done.out) == {
+            "names": ["SAFE_TOKEN"],
+            "base_url": tenant.env["STRONGROOM_BASE_URL"],  # the planted one did not win
+            "api_key": None,
+        }
+        assert "unsafe" in done.err and all(name in done.err for name in PLANTED), done.err
+        assert "SAFE_TOKEN" not in done.err
+    # Named with --secret, an unsafe name is set: the user chose it.
+    assert named.code == 0, named.err
+    assert json.loads(named.out)["names"] == ["GIT_SSH_COMMAND", "SAFE_TOKEN"]
+    assert "GIT_SSH_COMMAND" not in named.err and "LD_PRELOAD" in named.err
+    assert passed.code == 0, passed.err
+    assert json.loads(passed.out) == {
+        "names": ["MAPPED"],
+        "base_url": tenant.env["STRONGROOM_BASE_URL"],
+        "api_key": key,
+    }
+    assert passed.err == ""
+    for done in (every, by_metadata, named, passed):
+        assert not done.leaks(safe, *planted.values()), done
+        assert key not in done.err
+
+
+@pytest.mark.e2e
+def test_run_skips_a_use_only_secret_it_found_and_fails_on_one_it_was_given(
+    tenant: Tenant,
+) -> None:
+    """A use-only secret (policy readable: false) answers 403 to every value read: --all
+    goes on without it and says so; naming it with --secret is an authorisation failure."""
+    readable, use_only = canary("readable"), canary("use_only")
+    tenant.sdk.secrets.create("READABLE", readable)
+    headers = {"Authorization": f"Bearer {tenant.env['STRONGROOM_API_KEY']}"}
+    created = httpx.post(
+        f"{tenant.env['STRONGROOM_BASE_URL']}/v1/secrets",
+        json={"name": "USE_ONLY", "value": use_only, "policy": {"readable": False}},
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    names = "import os; print(sorted(k for k in os.environ if k in {'READABLE', 'USE_ONLY'}))"
+    started = [PYTHON, "-c", "print('started')"]
+    every, named = sr_all(
+        (["run", "--all", "--", PYTHON, "-c", names], tenant.env),
+        (["run", "--secret", "READABLE", "--secret", "USE_ONLY", "--", *started], tenant.env),
+    )
+    assert (every.code, every.out) == (0, "['READABLE']\n"), every.err
+    assert "USE_ONLY" in every.err and "may not read" in every.err
+    assert named.code == 5 and "started" not in named.out
+    assert "forbidden (403)" in named.err
+    for done in (every, named):
+        assert not done.leaks(readable, use_only), done
+
+
 @pytest.mark.e2e
 def test_run_becomes_the_command_so_signals_reach_it(tenant: Tenant) -> None:
     tenant.sdk.secrets.create("TOKEN", "t")
@@ -638,7 +728,7 @@ def test_a_value_the_reader_would_misread_is_refused(monkeypatch: pytest.MonkeyP
 
     class FakeSecrets:
         def list_all(self, **_: Any) -> list[Any]:
-            return [SimpleNamespace(name="TRAILING")]
+            return [SimpleNamespace(name="TRAILING", policy=SecretPolicy())]
 
         def get(self, name: str) -> Any:
             return SimpleNamespace(value=value)

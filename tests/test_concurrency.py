@@ -11,6 +11,7 @@ import httpx
 from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
+from .conftest import unsealed
 from .support import ServerProcess
 
 THREADS = 12
@@ -19,7 +20,7 @@ THREADS = 12
 def _client(server: ServerProcess) -> httpx.Client:
     store = open_store(server.env["STRONGROOM_DATABASE_URL"])
     try:
-        key, _ = create_api_key(store, "default")
+        key, _ = create_api_key(store, unsealed(store), "default")
     finally:
         store.close()
     return httpx.Client(

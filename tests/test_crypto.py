@@ -9,6 +9,7 @@ the API, with the stored rows read and altered by direct SQL.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -39,6 +40,9 @@ from strongroom.server.crypto.rotation import rotate
 from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
+from strongroom.server.tasks.runner import Runner
+from strongroom.server.tasks.status import SUCCEEDED
+from strongroom.server.tasks.tools import EgressPolicy, ToolConfig
 
 from .conftest import MASTER_KEY, IssueKey, MakeClient
 from .support import STRONGROOM, ServerProcess, canary, find_leaks, run_cli, start_server
@@ -322,6 +326,113 @@ def test_ciphertext_moved_to_another_tenant_fails_the_read(
     assert read(api, "same_name") == mine
 
 
+# -- a secret moved to another tenant in the database ----------------------------------------
+# What an attacker with write access to the database (not to the master key) could try:
+# re-label a secret as another tenant's, then read it with that tenant's key.
+def tenant_id(services: Services, name: str) -> str:
+    with services.store.read() as tx:
+        tenant = tx.tenant_by_name(name)
+    assert tenant is not None
+    return tenant.id
+
+
+def set_tenant(services: Services, table: sa.Table, secret_id: str, tenant: str) -> None:
+    """``UPDATE <table> SET tenant_id = tenant`` for the secret's row(s), by raw SQL."""
+    column = table.c.id if table is schema.secrets else table.c.secret_id
+    with services.store.engine.begin() as conn:
+        result = conn.execute(table.update().where(column == secret_id).values(tenant_id=tenant))
+        assert result.rowcount >= 1
+
+
+@pytest.mark.parametrize(
+    "tables",
+    [
+        pytest.param((schema.secrets,), id="secret-row"),
+        pytest.param((schema.secrets, schema.secret_versions), id="secret-and-version-rows"),
+    ],
+)
+def test_a_secret_moved_to_another_tenant_does_not_open_there(
+    api: TestClient, services: Services, make_client: MakeClient, tables: tuple[sa.Table, ...]
+) -> None:
+    """Moving only the secret row used to hand the value to the other tenant (the version
+    row's tenant made the associated data); now the version, the secret and the caller
+    must agree. Moving every row consistently fails too: the associated data is the
+    caller's tenant, and the ciphertext stays bound to the tenant that sealed it."""
+    thief = make_client("thief")
+    first, second, bystander = canary("first"), canary("second"), canary("bystander")
+    created = create(api, "moved", first)
+    set_value(api, "moved", second)
+    create(api, "bystander", bystander)
+    owner, other = tenant_id(services, "default"), tenant_id(services, "thief")
+    for table in tables:
+        set_tenant(services, table, created["id"], other)
+
+    assert_tampered_read_fails(thief, "moved", first, second)
+    for version in (1, 2):
+        response = thief.get("/v1/secrets/moved", params={"version": version})
+        assert response.status_code == 500, response.text
+        assert find_leaks(first, response.content) == find_leaks(second, response.content) == []
+    audit = thief.get("/v1/audit", params={"secret": "moved", "action": "secret.read"})
+    assert [e["outcome"] for e in audit.json()["items"]] == ["internal_error"] * 3
+    # The owner no longer finds it (the row says it is the thief's), and reads the rest.
+    assert api.get("/v1/secrets/moved").status_code == 404
+    assert read(api, "bystander") == bystander
+
+    for table in tables:
+        set_tenant(services, table, created["id"], owner)
+    assert read(api, "moved") == second
+    assert read(api, "moved", 1) == first
+    assert thief.get("/v1/secrets/moved").status_code == 404
+
+
+def test_opening_needs_the_version_its_secret_and_the_caller_to_agree(
+    api: TestClient, services: Services
+) -> None:
+    value = canary("bound")
+    created = create(api, "bound", value)
+    owner = tenant_id(services, "default")
+    with services.store.read() as tx:
+        stored = tx.version(created["id"], 1)
+    assert stored is not None
+    assert services.keyring.open(stored, secret_tenant_id=owner, caller_tenant_id=owner) == value
+    for secret_tenant, caller_tenant in (("other", owner), (owner, "other"), ("other", "other")):
+        with pytest.raises(IntegrityFailure, match="different tenants"):
+            services.keyring.open(
+                stored, secret_tenant_id=secret_tenant, caller_tenant_id=caller_tenant
+            )
+    relabelled = dataclasses.replace(stored, tenant_id="other")
+    with pytest.raises(IntegrityFailure, match="failed authentication"):
+        services.keyring.open(relabelled, secret_tenant_id="other", caller_tenant_id="other")
+
+
+def test_a_task_of_another_tenant_cannot_use_a_secret_moved_to_it(
+    api: TestClient, services: Services
+) -> None:
+    """The task runner opens values as the execution's tenant, with the same check."""
+    value = canary("task")
+    created = create(api, "api_key", value)
+    _, record = create_api_key(services.store, services.keyring, "thief")
+    thief = Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
+    set_tenant(services, schema.secrets, created["id"], record.tenant_id)
+    steps = [{"kind": "transform", "expression": "$ secrets.api_key"}]
+    task, _ = services.tasks.create_task(thief, {"steps": steps})
+    execution_id = services.tasks.execute(thief, task.id, None).id
+    runner = Runner(services.store, services.keyring, ToolConfig(egress=EgressPolicy.parse("")))
+    for index in range(runner.begin(execution_id)):
+        if runner.run_step(execution_id, index) != SUCCEEDED:
+            break
+    assert runner.finish(execution_id) == "failed"
+    with services.store.read() as tx:
+        [step] = tx.execution_steps(execution_id)
+        reads = tx.list_audit_events(
+            record.tenant_id, limit=10, offset=0, action="secret.read"
+        ).items
+    assert step.status == "failed" and step.error is not None
+    assert "failed authentication" in step.error["message"]
+    assert find_leaks(value, json.dumps([step.output, step.error]).encode()) == []
+    assert [(e.secret_name, e.outcome) for e in reads] == [("api_key", "internal_error")]
+
+
 # -- the master key ---------------------------------------------------------------------------
 def test_open_services_with_another_master_key_is_refused(
     services: Services, settings: Settings
@@ -425,7 +536,11 @@ def test_master_key_file_setting_opens_the_database(
             assert secret is not None
             stored = tx.version(secret.id, 1)
         assert stored is not None
-        assert opened.keyring.open(stored) == value
+        tenant_id = api_tenant(services)
+        assert (
+            opened.keyring.open(stored, secret_tenant_id=tenant_id, caller_tenant_id=tenant_id)
+            == value
+        )
     finally:
         opened.store.close()
 
@@ -501,7 +616,8 @@ def assert_all_decrypt(
             assert secret is not None
             stored = tx.version(secret.id, version)
             assert stored is not None
-            assert keyring.open(stored) == value
+            opened = keyring.open(stored, secret_tenant_id=tenant_id, caller_tenant_id=tenant_id)
+            assert opened == value
 
 
 def test_rotation_interrupted_then_resumed(api: TestClient, services: Services) -> None:
@@ -612,7 +728,7 @@ def test_rotation_by_the_command_while_a_server_runs(
 def test_rotation_killed_with_sigkill_resumes(
     services: Services, api: TestClient, database_url: str
 ) -> None:
-    _, record = create_api_key(services.store, "default")
+    _, record = create_api_key(services.store, services.keyring, "default")
     caller = Caller(record.tenant_id, record.tenant_name, record.id, ("*",))
     values = {}
     for i in range(300):

@@ -21,6 +21,7 @@ from strongroom import SecretNotFoundError, Strongroom
 from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
+from .conftest import unsealed
 from .support import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def api_key(server: ServerProcess) -> str:
     """A key of tenant ``default`` with every scope, for the server's database."""
     store = open_store(server.env["STRONGROOM_DATABASE_URL"])
     try:
-        key, _ = create_api_key(store, "default", name="examples")
+        key, _ = create_api_key(store, unsealed(store), "default", name="examples")
     finally:
         store.close()
     return key

@@ -62,7 +62,7 @@ from strongroom.server.storage.postgres import PostgresStore
 from strongroom.server.storage.sql import SQLStore
 from strongroom.server.storage.sqlite import SQLiteStore
 
-from .conftest import MASTER_KEY, IssueKey
+from .conftest import MASTER_KEY, IssueKey, unsealed
 from .pgcluster import PrivatePostgres, private_postgres  # noqa: F401  (a fixture)
 from .support import (
     STRONGROOM,
@@ -278,7 +278,8 @@ def assert_whole(store: SQLStore, seed: int) -> int:
     keyring.unseal()
     for row in version_rows:
         sealed = Sealed(row.kek_id, bytes(row.wrapped_dek), bytes(row.ciphertext))
-        keyring.open(StoredVersion(row.tenant_id, row.secret_id, row.version, sealed))
+        stored = StoredVersion(row.tenant_id, row.secret_id, row.version, sealed)
+        keyring.open(stored, secret_tenant_id=row.tenant_id, caller_tenant_id=row.tenant_id)
     return len(version_rows)
 
 
@@ -455,7 +456,7 @@ class PostgresServer:
 
     def client(self, tenant: str) -> httpx.Client:
         """A client of a tenant of its own: a test sees only its own secrets."""
-        key, _ = create_api_key(self.store, tenant)
+        key, _ = create_api_key(self.store, unsealed(self.store), tenant)
         return client_for(self.server, key)
 
 
@@ -1023,7 +1024,7 @@ def rotation_kills(
     rng = random.Random(seed)
     store = services.store
     assert isinstance(store, SQLStore)
-    _, record = create_api_key(store, "default")
+    _, record = create_api_key(store, services.keyring, "default")
     caller = Caller(record.tenant_id, record.tenant_name, record.id, ("*",))
     values: dict[tuple[str, int], str] = {}
     for i in range(count):

@@ -32,6 +32,7 @@ from strongroom import SecretNotFoundError, Strongroom
 from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
+from .conftest import unsealed
 from .support import ServerProcess, canary, find_leaks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def issue(server: ServerProcess) -> Iterator[IssueKey]:
     store = open_store(server.env["STRONGROOM_DATABASE_URL"])
 
     def make(tenant: str = "default", scopes: tuple[str, ...] = ()) -> str:
-        key, _ = create_api_key(store, tenant, name="julep-compat", scopes=scopes)
+        key, _ = create_api_key(store, unsealed(store), tenant, name="julep-compat", scopes=scopes)
         return key
 
     try:

@@ -51,6 +51,7 @@ from .conftest import MASTER_KEY, POSTGRES_URL, IssueKey
 from .support import (
     STRONGROOM,
     ServerProcess,
+    TcpRelay,
     canary,
     encodings,
     free_port,
@@ -166,6 +167,22 @@ def echo_upstream() -> Iterator[Echo]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def server_database_url(database_url: str) -> Iterator[str]:
+    """Where the servers find their database. Tools refuse the endpoint of strongroom's
+    own database, and the ``database`` step queries another database on the same shared
+    PostgreSQL: on PostgreSQL the servers reach theirs through a relay on another port."""
+    if not database_url.startswith("postgresql://"):
+        yield database_url
+        return
+    parts = urlsplit(database_url)
+    relay = TcpRelay((parts.hostname or "127.0.0.1", parts.port or 5432))
+    try:
+        yield relay.url_for(database_url)
+    finally:
+        relay.close()
 
 
 @pytest.fixture
@@ -330,8 +347,10 @@ def http_task(echo: Echo) -> dict[str, Any]:
             },
             {
                 "kind": "transform",
-                "expression": "$ {'status': outputs.echo['status'],"
-                " 'auth': outputs.echo['json']['headers']['authorization']}",
+                "expression": {
+                    "status": "$ outputs.echo['status']",
+                    "auth": "$ outputs.echo['json']['headers']['authorization']",
+                },
             },
         ],
     }
@@ -472,7 +491,7 @@ CLI_TASK = {
                 "expression": "$ f'Hello {secrets.unicode_key}!'",
                 "output": "greeting",
             },
-            {"kind": "transform", "expression": "$ [outputs.greeting, len(outputs.greeting)]"},
+            {"kind": "transform", "expression": ["$ outputs.greeting", "$ 2 + 2"]},
         ]
     }
 }
@@ -481,6 +500,7 @@ CLI_TASK = {
 # -- the scenario ----------------------------------------------------------------------------------
 def test_no_canary_is_left_anywhere_but_where_it_was_asked_for(
     database_url: str,
+    server_database_url: str,
     tmp_path: Path,
     issue_key: IssueKey,
     services: Services,
@@ -525,7 +545,7 @@ def test_no_canary_is_left_anywhere_but_where_it_was_asked_for(
     }
     server_env = {
         **common,
-        "STRONGROOM_DATABASE_URL": database_url,
+        "STRONGROOM_DATABASE_URL": server_database_url,
         "STRONGROOM_MASTER_KEY": MASTER_KEY,
         "STRONGROOM_EGRESS_ALLOW": "127.0.0.1,localhost",
         "STRONGROOM_OPENAI_BASE_URL": fake_openai.base_url,
@@ -852,8 +872,8 @@ def test_no_canary_is_left_anywhere_but_where_it_was_asked_for(
         task_file = tmp_path / "task.json"
         task_file.write_text(json.dumps(CLI_TASK))
         output, _ = trail.cli(["tasks", "run", str(task_file), "--timeout", "30"], cli_env)
-        greeting = f"Hello {values['unicode_key']}!"
-        assert json.loads(output) == ["[REDACTED:unicode_key]", len(greeting)]
+        # the greeting's slot is marked; the other slot read no secret and shows as it is
+        assert json.loads(output) == ["[REDACTED:unicode_key]", 4]
 
         audit: list[dict[str, Any]] = []
         while True:
@@ -896,19 +916,21 @@ def test_no_canary_is_left_anywhere_but_where_it_was_asked_for(
         "conversion": "failed",
         "refused": "failed",
     }, {label: e["error"] for label, e in done.items()}
-    assert done["http"]["output"] == {"status": 200, "auth": "Bearer [REDACTED:ascii_key]"}
-    url = f"https://api.example.com/v1?api_key={values['ascii_key']}&q=weather"
-    length, shown = done["transform"]["output"]
-    assert length == len(url)
-    assert re.fullmatch(r"\[REDACTED:[a-z_,]*ascii_key[a-z_,]*\]", shown), shown
-    derived = steps["transform"][1]["output"]
-    assert all("[REDACTED:" in json.dumps(v) for v in derived.values()), derived
-    # the reply quotes the message built from the secret, which is redacted whole
-    assert done["openai"]["output"]["content"] == "[REDACTED:short_key]"
+    # the echo's answer was sent secrets as data (a header, the query, the body): every
+    # part of it is marked, the status included
+    sent_as_data = "[REDACTED:ascii_key,multiline_key,short_key,unicode_key]"
+    assert done["http"]["output"] == {"status": sent_as_data, "auth": sent_as_data}
+    # a length, and everything built from the URL, are as secret as the URL
+    assert done["transform"]["output"] == "[REDACTED:ascii_key,multiline_key,short_key,unicode_key]"
+    assert steps["transform"][1]["output"] == (
+        "[REDACTED:ascii_key,multiline_key,short_key,unicode_key]"
+    )
+    # the prompt carried a secret as data: the reply is marked whole
+    assert done["openai"]["output"] == "[REDACTED:short_key]"
     if pg_target:
-        user = urlsplit(pg_target).username or "postgres"
-        assert done["database"]["output"]["rows"] == [[user, "[REDACTED:short_key]"]]
-    assert "[REDACTED:ascii_key]" in done["upstream_400"]["error"]["message"]
+        # a parameter is data: the rows are marked whole
+        assert done["database"]["output"] == "[REDACTED:short_key]"
+    assert done["upstream_400"]["error"]["message"].endswith("[REDACTED:ascii_key]")
     assert done["refused"]["error"]["code"] == "connect_failed"  # names the origin alone
     assert done["conversion"]["error"]["step"] == 0
     assert [s["index"] for s in cancelled_steps] == [0]

@@ -12,6 +12,7 @@ import httpx
 from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
+from .conftest import unsealed
 from .support import ServerProcess
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -41,7 +42,7 @@ def json_documents(text: str) -> list[dict[str, object]]:
 def test_readme_curl_quickstart_works_as_printed(server: ServerProcess, tmp_path: Path) -> None:
     store = open_store(server.env["STRONGROOM_DATABASE_URL"])
     try:
-        key, _ = create_api_key(store, "default")
+        key, _ = create_api_key(store, unsealed(store), "default")
     finally:
         store.close()
     script = quickstart().replace("http://127.0.0.1:8000", server.base_url)

@@ -12,6 +12,7 @@ pytest 9 no longer has.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store
 
-from .conftest import BACKENDS, MASTER_KEY, truncate_postgres
+from .conftest import BACKENDS, MASTER_KEY, truncate_postgres, unsealed
 from .support import ERROR_FIELDS
 
 # Every operation of the app, so a route added without being fuzzed fails the guard below.
@@ -74,6 +75,27 @@ def versions_disagree(case: Case) -> bool:
         return False
     digits = "".join(c for c in str(headers["if-match"]) if c.isdigit()).lstrip("0")
     return digits != str(body["expected_version"])
+
+
+DESTINATION_ENTRY = re.compile(r"body\.policy\.allowed_destinations\[\d+\]")
+
+
+def refused_beyond_the_schema(response: Any) -> bool:
+    """Two refusals of schema-valid requests, by design (tests/test_secret_policy.py).
+
+    A policy destination the documented pattern admits (text without spaces or slashes)
+    that is still no host name, IP address or ``*.domain`` with a port of 1 to 65535: that
+    grammar is beyond what JSON Schema can say, and the 422 locates each such entry. And a
+    read of a use-only secret (``readable: false``), which every key is refused whatever
+    its scopes: a 403, though the fuzzing key holds ``*``.
+    """
+    if response.status_code not in (403, 422):
+        return False
+    error = response.json().get("error", {})
+    if response.status_code == 403:
+        return "is use-only" in str(error.get("message", ""))
+    details = error.get("details", [])
+    return bool(details) and all(DESTINATION_ENTRY.fullmatch(d["location"]) for d in details)
 
 
 EXAMPLES = 20  # per operation and mode: some 30 s of CPU per backend
@@ -128,7 +150,7 @@ def fuzzed(
     )
     opened = open_services(settings)
     try:
-        key, _ = create_api_key(opened.store, "default")
+        key, _ = create_api_key(opened.store, opened.keyring, "default")
         app = create_app(opened)
         yield Fuzzed(
             schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG), opened.store, key
@@ -189,11 +211,15 @@ def test_operation_answers_as_documented(
     @FUZZ
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Case) -> None:
-        # call_and_validate runs every check: no 5xx, a documented status, a body that
+        # validate_response runs every check: no 5xx, a documented status, a body that
         # matches its schema, the right content type, negative data refused and
-        # positive data accepted.
-        excluded = [positive_data_acceptance] if shape_only or versions_disagree(case) else []
-        response = case.call_and_validate(headers=auth, excluded_checks=excluded)
+        # positive data accepted (unless excused above).
+        response = case.call(headers=auth)
+        excused = shape_only or versions_disagree(case) or refused_beyond_the_schema(response)
+        excluded = [positive_data_acceptance] if excused else []
+        case.validate_response(
+            response, headers=auth, excluded_checks=excluded, transport_kwargs={"headers": auth}
+        )
         if response.status_code >= 400:
             assert_envelope(response.status_code, response.json())
             assert response.headers["x-request-id"] == [response.json()["error"]["request_id"]]
@@ -221,7 +247,9 @@ def test_operations_chained_by_their_links_keep_their_promises(fuzzed: Fuzzed) -
 
     class Chains(links):  # type: ignore[misc,valid-type]
         def setup(self) -> None:
-            key, _ = create_api_key(fuzzed.store, f"chain_{uuid.uuid4().hex}")
+            key, _ = create_api_key(
+                fuzzed.store, unsealed(fuzzed.store), f"chain_{uuid.uuid4().hex}"
+            )
             auth["Authorization"] = f"Bearer {key}"
 
         def get_call_kwargs(self, case: Case) -> dict[str, Any]:
@@ -237,7 +265,8 @@ def test_operations_chained_by_their_links_keep_their_promises(fuzzed: Fuzzed) -
             self, response: Any, case: Case, additional_checks: Any = None, **kwargs: Any
         ) -> None:
             shape_only = (case.method.upper(), case.path) in SHAPE_ONLY
-            excluded = [positive_data_acceptance] if shape_only or versions_disagree(case) else []
+            excused = shape_only or versions_disagree(case) or refused_beyond_the_schema(response)
+            excluded = [positive_data_acceptance] if excused else []
             case.validate_response(
                 response,
                 excluded_checks=excluded,

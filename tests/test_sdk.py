@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import strongroom
-from strongroom import AsyncStrongroom, Julep, Strongroom
+from strongroom import AsyncStrongroom, Julep, SecretPolicy, Strongroom
 from strongroom.exceptions import (
     APIError,
     AuthenticationError,
@@ -280,6 +280,80 @@ def test_payload_too_large(client_with: Any, issue_key: IssueKey) -> None:
     with pytest.raises(PayloadTooLargeError) as caught:
         client.secrets.create("big", "x" * 4096)
     assert caught.value.code == "payload_too_large"
+
+
+# -- usage policies -----------------------------------------------------------------------------
+def test_a_policy_is_set_shown_and_changed_field_by_field(sdk: Any) -> None:
+    created = sdk.secrets.create(
+        "stripe_api_key",
+        "sk_test_x",
+        policy=SecretPolicy(allowed_destinations=["*.stripe.com"], allowed_tools=["http"]),
+    )
+    assert isinstance(created.policy, SecretPolicy)
+    assert created.policy == SecretPolicy(
+        allowed_destinations=["*.stripe.com"], allowed_tools=["http"], readable=True
+    )
+    # a model sends only the fields it was given: the others are kept
+    tightened = sdk.secrets.update("stripe_api_key", policy=SecretPolicy(readable=False))
+    assert tightened.policy.readable is False
+    assert tightened.policy.allowed_destinations == ["*.stripe.com"]
+    # a dict works as well, and a tuple is a list on the wire
+    narrowed = sdk.secrets.update(
+        "stripe_api_key", policy={"allowed_destinations": ("api.stripe.com:443",)}
+    )
+    assert narrowed.policy.allowed_destinations == ["api.stripe.com:443"]
+    assert narrowed.policy.readable is False
+    listed = next(iter(sdk.secrets.list_all()))
+    assert listed.policy == narrowed.policy
+    # upsert: a new value, and a policy field, with the rest kept
+    upserted = sdk.secrets.upsert("stripe_api_key", "sk_test_y", policy={"allowed_tools": []})
+    assert (upserted.version, upserted.policy.allowed_tools) == (2, [])
+    assert upserted.policy.allowed_destinations == ["api.stripe.com:443"]
+    # the default policy, for a secret given none
+    plain = sdk.secrets.create("plain", "v")
+    assert plain.policy == SecretPolicy(allowed_destinations=None, allowed_tools=None)
+
+
+def test_a_use_only_secret_cannot_be_read_through_the_sdk(make_sdk: MakeSDK) -> None:
+    owner = make_sdk(scopes=("*",))
+    value = canary()
+    owner.secrets.create("vault", value, policy={"readable": False})
+    for scopes in (("*",), ("secrets:read",)):
+        client = make_sdk(scopes=scopes)
+        with pytest.raises(PermissionDeniedError) as caught:
+            client.secrets.get("vault")
+        assert caught.value.code == "forbidden"
+        assert "use-only" in caught.value.message
+        assert value not in repr(caught.value)
+        with pytest.raises(PermissionDeniedError):
+            client.secrets.get("vault", version=1)
+        with pytest.raises(PermissionDeniedError):
+            client.secrets.versions("vault")
+
+
+def test_loosening_a_policy_needs_secrets_admin(make_sdk: MakeSDK) -> None:
+    owner = make_sdk(scopes=("*",))
+    owner.secrets.create("vault", "v", policy=SecretPolicy(readable=False))
+    writer = make_sdk(scopes=("secrets:read", "secrets:write"))
+    with pytest.raises(PermissionDeniedError) as caught:
+        writer.secrets.update("vault", policy=SecretPolicy(readable=True))
+    assert "secrets:admin" in caught.value.message
+    with pytest.raises(PermissionDeniedError):
+        writer.secrets.upsert("vault", "w", policy={"readable": True})
+    admin = make_sdk(scopes=("secrets:write", "secrets:admin"))
+    assert admin.secrets.update("vault", policy={"readable": True}).policy.readable is True
+
+
+def test_a_bad_policy_is_a_validation_error_at_the_entry(sdk: Any) -> None:
+    with pytest.raises(ValidationError) as caught:
+        sdk.secrets.create(
+            "bad", "v", policy={"allowed_destinations": ["ok.example", "https://x.example"]}
+        )
+    assert [d.location for d in caught.value.details] == ["body.policy.allowed_destinations[1]"]
+    with pytest.raises(ValidationError):
+        sdk.secrets.create("bad", "v", policy={"allowed_tools": ["ftp"]})
+    with pytest.raises(TypeError):
+        sdk.secrets.create("bad", "v", policy=["readable"])
 
 
 # -- audit --------------------------------------------------------------------------------------

@@ -190,6 +190,21 @@ def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str)
     assert len(reads.items) == 5, "an event without a tenant is not the tenant's"
 
 
+def test_tenant_by_id_finds_the_tenant_by_its_id_and_nothing_else(
+    store: Store, tenant_id: str
+) -> None:
+    # the runner names a tool call's tenant by it (tools keep tenants' SQLite files apart)
+    other = ensure_tenant(store, "other")
+    with store.read() as tx:
+        found = tx.tenant_by_id(tenant_id)
+        assert found is not None
+        assert (found.id, found.name) == (tenant_id, "acme")
+        assert found.created_at.tzinfo is not None
+        assert tx.tenant_by_id(other.id) == other
+        assert tx.tenant_by_id(new_id()) is None
+        assert tx.tenant_by_id("acme") is None  # a name is not an id
+
+
 def test_the_engines_system_database_sits_beside_the_store(store: Store, database_url: str) -> None:
     found = store.system_database_url()
     if database_url.startswith("sqlite:///"):

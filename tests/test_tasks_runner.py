@@ -44,7 +44,7 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture
 def caller(services: Services) -> Caller:
-    _, record = create_api_key(services.store, "default")
+    _, record = create_api_key(services.store, services.keyring, "default")
     return Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
 
 
@@ -107,19 +107,28 @@ def test_outputs_chain_through_outputs_previous_steps_and_inputs(
         URL_STEP,
         {
             "kind": "transform",
-            "expression": "$ {'length': len(outputs.api_url), 'same': _ == steps[0],"
-            " 'city': inputs['city']}",
+            "expression": {
+                "length": "$ len(outputs.api_url)",
+                "same": "$ _ == steps[0]",
+                "city": "$ inputs['city']",
+            },
         },
         {"kind": "transform", "input": "$ inputs['city']", "expression": "$ upper(input)"},
-        {"kind": "transform", "expression": "$ [steps[1]['length'] > 40, _, outputs.api_url]"},
+        {"kind": "transform", "expression": ["$ steps[1]['city']", "$ _", "$ outputs.api_url"]},
     ]
     execution_id = start(services, caller, steps, input={"city": "Paris"})
     assert run_all(runner, execution_id) == "succeeded"
     outputs = [s.output for s in steps_of(services, execution_id)]
-    assert outputs[1] == {"length": outputs[1]["length"], "same": True, "city": "Paris"}
+    # each slot derived from the secret is hidden whole (a length, a comparison); the
+    # others stay readable, and reading a clean slot of a partly secret result is clean
+    assert outputs[1] == {
+        "length": "[REDACTED:api_key]",
+        "same": "[REDACTED:api_key]",
+        "city": "Paris",
+    }
     assert outputs[2] == "PARIS"
     # the URL is secret-derived wherever it travels
-    assert outputs[3] == [True, "PARIS", "[REDACTED:api_key]"]
+    assert outputs[3] == ["Paris", "PARIS", "[REDACTED:api_key]"]
     assert execution(services, caller, execution_id).output == outputs[3]
 
 
@@ -159,8 +168,9 @@ def test_openai_step_sends_the_secret_and_redacts_echoes(
     assert [r.headers["authorization"] for r in upstream.seen] == [f"Bearer {key}"] * 2
     first, second, third = steps_of(services, execution_id)
     assert first.output["content"] == "Sunny and 21 degrees in Paris."
-    # the message built from the key is secret-derived: the echo of it is redacted whole
-    assert second.output["content"] == "[REDACTED:openai_api_key]"
+    # the prompt built from the key sends it as data: the whole answer is marked, while
+    # the first answer, which the key only authorised, is not
+    assert second.output == "[REDACTED:openai_api_key]"
     assert third.output == "Sunny and 21 degrees in Paris."
     stored = json.dumps([s.output for s in (first, second, third)]).encode()
     assert find_leaks(key, stored) == []
@@ -169,8 +179,9 @@ def test_openai_step_sends_the_secret_and_redacts_echoes(
 def test_a_tool_answer_quoting_what_it_was_sent_is_redacted_in_later_steps(
     services: Services, caller: Caller, runner: Runner, upstream: Upstream
 ) -> None:
-    """A tool's answer is not tainted by the secrets it was sent, but it may quote them
-    (an echo, an error page): a later step that passes the answer on still redacts them."""
+    """A tool's answer to a call that sent a secret as data (here: in the prompt) may be
+    derived from it (an echo, an error page): it is marked, so a later step that passes
+    it on shows only the marker."""
     key = canary("sk")
     services.secrets.create(caller, "openai_api_key", key)
     steps = [
@@ -190,7 +201,7 @@ def test_a_tool_answer_quoting_what_it_was_sent_is_redacted_in_later_steps(
     execution_id = start(services, caller, steps)
     assert run_all(runner, execution_id) == "succeeded"
     assert upstream.seen[0].body["messages"][0]["content"] == f"echo: {key}"
-    assert execution(services, caller, execution_id).output == "echo: [REDACTED:openai_api_key]"
+    assert execution(services, caller, execution_id).output == "[REDACTED:openai_api_key]"
     stored = json.dumps([s.output for s in steps_of(services, execution_id)]).encode()
     assert find_leaks(key, stored) == []
     with services.store.read() as tx:
@@ -227,8 +238,11 @@ def test_a_failing_step_fails_the_execution_with_its_index_and_a_redacted_messag
     done = execution(services, caller, execution_id)
     assert done.error["step"] == 1
     assert done.error["code"] == "upstream_error"
-    assert "HTTP 400" in done.error["message"]
-    assert "[REDACTED:api_key]" in done.error["message"]
+    # the call carried a secret-derived value as data: the upstream's text is withheld
+    assert done.error["message"] == (
+        "openai/chat failed (upstream_error, HTTP 400); the message is withheld because the call "
+        "carried values derived from secrets: [REDACTED:api_key]"
+    )
     assert find_leaks(key, json.dumps(done.error).encode()) == []
     records = steps_of(services, execution_id)
     assert [r.status for r in records] == ["succeeded", "failed"]
@@ -243,10 +257,12 @@ def test_expression_errors_and_missing_secrets_fail_the_step(
     failing = start(services, caller, [{"kind": "transform", "expression": "$ int(secrets.pin)"}])
     assert run_all(runner, failing) == "failed"
     error = execution(services, caller, failing).error
+    # why int() failed would say something about the value: only that it failed is said
     assert error == {
         "step": 0,
         "code": "expression_error",
-        "message": "steps[0].expression: int() could not convert the value",
+        "message": "steps[0].expression: the expression failed on a value derived from "
+        "secrets (pin); the reason is withheld because it could describe the value",
     }
     missing = start(services, caller, [{"kind": "transform", "expression": "$ secrets.gone"}])
     assert run_all(runner, missing) == "failed"
@@ -266,7 +282,7 @@ def test_a_finished_step_is_not_run_again_after_a_crash(
         "arguments": {"model": "m", "messages": [{"role": "user", "content": "hello"}]},
         "secret_name": "openai_api_key",
     }
-    steps = [URL_STEP, chat, {"kind": "transform", "expression": "$ [outputs.api_url, _]"}]
+    steps = [URL_STEP, chat, {"kind": "transform", "expression": ["$ outputs.api_url", "$ _"]}]
     execution_id = start(services, caller, steps)
     assert runner.begin(execution_id) == 3
     assert runner.run_step(execution_id, 0) == "succeeded"
@@ -297,7 +313,8 @@ def test_step_results_are_sealed_bound_to_their_row_and_wiped_at_the_end(
     assert find_leaks(key, record.sealed.ciphertext + record.sealed.wrapped_dek) == []
     context = step_result_context(caller.tenant_id, execution_id, 0)
     opened = json.loads(services.keyring.open_blob(record.sealed, STEP_RESULT, context))
-    assert opened == {"value": opened["value"], "secrets": ["api_key"]}
+    # the whole value is marked, at the root of the result
+    assert opened == {"value": opened["value"], "taint": [[[], ["api_key"]]]}
     assert key in opened["value"]
     with pytest.raises(IntegrityFailure):  # moved to another index
         services.keyring.open_blob(
@@ -339,7 +356,7 @@ def test_a_deleted_secret_used_earlier_is_still_redacted_when_resumed(
 ) -> None:
     key = canary("api")
     services.secrets.create(caller, "api_key", key)
-    steps = [URL_STEP, {"kind": "transform", "expression": "$ [outputs.api_url]"}]
+    steps = [URL_STEP, {"kind": "transform", "expression": ["$ outputs.api_url"]}]
     execution_id = start(services, caller, steps)
     runner.begin(execution_id)
     runner.run_step(execution_id, 0)

@@ -363,15 +363,15 @@ def test_the_backend_connects_to_the_checked_address_not_the_name_again() -> Non
             raise httpcore.ConnectError("recorded")
 
     inner = Recording()
-    backend = GuardedBackend(EgressPolicy.parse("localhost"), inner)
+    backend = GuardedBackend(context(EgressPolicy.parse("localhost")), inner)
     with pytest.raises(httpcore.ConnectError):
         backend.connect_tcp("localhost", 8080)
     assert inner.calls
     assert all(ipaddress.ip_address(host).is_loopback for host, _ in inner.calls)
     with pytest.raises(EgressRefused):
-        GuardedBackend(EgressPolicy(), inner).connect_tcp("10.0.0.1", 80)
+        GuardedBackend(context(EgressPolicy()), inner).connect_tcp("10.0.0.1", 80)
     with pytest.raises(EgressRefused):
-        GuardedBackend(LOCAL, inner).connect_unix_socket("/var/run/docker.sock")
+        GuardedBackend(context(), inner).connect_unix_socket("/var/run/docker.sock")
     assert len(inner.calls) == 1 or all(h != "10.0.0.1" for h, _ in inner.calls)
 
 
@@ -1012,13 +1012,17 @@ def test_the_servers_own_pgpassword_is_never_sent(
 # -- database: SQLite ----------------------------------------------------------------------
 
 
+TENANT = "acme"
+
+
 @pytest.fixture
 def sqlite_dir(tmp_path: Path) -> Path:
+    """The tool SQLite directory; tenant ``acme``'s ``people.db`` is in ``acme/``."""
     import sqlite3
 
     folder = tmp_path / "tool-sqlite"
-    folder.mkdir()
-    with sqlite3.connect(folder / "people.db") as conn:
+    (folder / TENANT).mkdir(parents=True)
+    with sqlite3.connect(folder / TENANT / "people.db") as conn:
         conn.execute(
             "CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT, photo BLOB, score REAL)"
         )
@@ -1030,9 +1034,13 @@ def sqlite_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def sqlite_context(sqlite_dir: Path, tenant: str | None = TENANT, **config: Any) -> ToolContext:
+    return ToolContext(ToolConfig(sqlite_dir=sqlite_dir, **config), tenant=tenant)
+
+
 def lite(sqlite_dir: Path, **arguments: Any) -> Any:
     arguments.setdefault("connection", {"url": "sqlite:///people.db"})
-    return call("database", "query", arguments, ctx=context(sqlite_dir=sqlite_dir))
+    return call("database", "query", arguments, ctx=sqlite_context(sqlite_dir))
 
 
 def test_sqlite_query_shapes(sqlite_dir: Path) -> None:
@@ -1049,7 +1057,7 @@ def test_sqlite_query_shapes(sqlite_dir: Path) -> None:
         sqlite_dir,
         query="SELECT json_extract(:doc, '$.k') AS k",
         params={"doc": {"k": "v"}},
-        connection={"url": f"sqlite:///{sqlite_dir / 'people.db'}"},
+        connection={"url": "sqlite:///./people.db"},
     )
     assert by_name["rows"] == [["v"]]
 
@@ -1060,7 +1068,7 @@ def test_sqlite_url_as_credential(sqlite_dir: Path) -> None:
         "query",
         {"query": "SELECT count(*) AS n FROM people"},
         "sqlite:///people.db",
-        ctx=context(sqlite_dir=sqlite_dir),
+        ctx=sqlite_context(sqlite_dir),
     )
     assert got["rows"] == [[5]]
 
@@ -1097,27 +1105,31 @@ def test_sqlite_files_stay_inside_the_configured_directory(
 ) -> None:
     outside = tmp_path / "outside.db"
     outside.touch()
-    for url in (f"sqlite:///{outside}", "sqlite:///../outside.db"):
-        with pytest.raises(ToolError, match="inside the server's tool SQLite directory"):
+    for url in ("sqlite:///../../outside.db", "sqlite:///../outside.db"):
+        with pytest.raises(ToolError, match="inside the tenant's directory") as caught:
             lite(sqlite_dir, query="SELECT 1", connection={"url": url})
+        assert caught.value.code == "not_allowed"
+    with pytest.raises(ToolError, match="must be relative to the tenant's directory"):
+        lite(sqlite_dir, query="SELECT 1", connection={"url": f"sqlite:///{outside}"})
     with pytest.raises(ToolError, match="SQLite is turned off"):
         call(
             "database", "query", {"query": "SELECT 1", "connection": {"url": "sqlite:///people.db"}}
         )
     with pytest.raises(ToolError, match="it must exist"):
         lite(sqlite_dir, query="SELECT 1", connection={"url": "sqlite:///typo.db"}, read_only=False)
-    assert not (sqlite_dir / "typo.db").exists()
+    assert not (sqlite_dir / TENANT / "typo.db").exists()
 
 
 def test_sqlite_refuses_attach_vacuum_into_and_pragma_writes(sqlite_dir: Path) -> None:
+    home = sqlite_dir / TENANT
     for statement in (
-        f"ATTACH DATABASE '{sqlite_dir / 'other.db'}' AS other",
-        f"VACUUM INTO '{sqlite_dir / 'copy.db'}'",
+        f"ATTACH DATABASE '{home / 'other.db'}' AS other",
+        f"VACUUM INTO '{home / 'copy.db'}'",
         "PRAGMA query_only = OFF",
     ):
         with pytest.raises(ToolError, match=r"(not authorized|authorization denied) \(ATTACH"):
             lite(sqlite_dir, query=statement)
-    assert sorted(p.name for p in sqlite_dir.iterdir()) == ["people.db"]
+    assert sorted(p.name for p in home.iterdir()) == ["people.db"]
     info = lite(sqlite_dir, query="PRAGMA table_info(people)")
     assert [row[1] for row in info["rows"]] == ["id", "name", "photo", "score"]
 
@@ -1138,3 +1150,52 @@ def test_registry_names_and_unknown_calls() -> None:
         REGISTRY.call("shell", "run", {}, None, ToolContext())
     with pytest.raises(ToolError, match="no operation"):
         REGISTRY.call("http", "get", {}, None, ToolContext())
+
+
+# -- the database tool's answer is bounded as it is fetched -------------------------------------
+@pytest.mark.parametrize("rows", [1, 500])
+def test_sqlite_rows_over_the_result_limit_are_refused_not_held(
+    sqlite_dir: Path, rows: int
+) -> None:
+    """One huge value is refused by SQLite itself (it may not build it); many small rows
+    are refused as soon as they add up to more than the limit."""
+    query = (
+        "SELECT randomblob(10000000), randomblob(10000000)"
+        if rows == 1
+        else "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500)"
+        " SELECT printf('%.200c', 'x') FROM n"
+    )
+    ctx = sqlite_context(sqlite_dir, max_response_bytes=50_000)
+    with pytest.raises(ToolError) as refused:
+        call(
+            "database",
+            "query",
+            {"query": query, "connection": {"url": "sqlite:///people.db"}},
+            ctx=ctx,
+        )
+    assert refused.value.code == "response_too_large"
+    assert "STRONGROOM_TASK_MAX_RESULT_BYTES" in refused.value.message
+
+
+def test_postgres_rows_over_the_result_limit_are_refused(pg: Pg) -> None:
+    ctx = ToolContext(ToolConfig(egress=EgressPolicy.parse("127.0.0.1"), max_response_bytes=50_000))
+    for read_only in (True, False):
+        with pytest.raises(ToolError) as refused:
+            call(
+                "database",
+                "query",
+                {
+                    "query": "SELECT repeat('x', 1000) FROM generate_series(1, 1000)",
+                    "connection": pg.fields(),
+                    "read_only": read_only,
+                },
+                ctx=ctx,
+            )
+        assert refused.value.code == "response_too_large"
+    small = call(
+        "database",
+        "query",
+        {"query": "SELECT repeat('x', 10) FROM generate_series(1, 3)", "connection": pg.fields()},
+        ctx=ctx,
+    )
+    assert small["rows"] == [["x" * 10]] * 3

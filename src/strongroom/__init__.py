@@ -45,6 +45,7 @@ from .models import (
     ExecutionStep,
     Secret,
     SecretList,
+    SecretPolicy,
     SecretVersion,
     Task,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "SecretAlreadyExistsError",
     "SecretList",
     "SecretNotFoundError",
+    "SecretPolicy",
     "SecretVersion",
     "Strongroom",
     "StrongroomError",

@@ -34,6 +34,7 @@ from .models import (
     ExecutionStepList,
     Secret,
     SecretList,
+    SecretPolicy,
     SecretVersionList,
     Task,
     TaskList,
@@ -60,10 +61,14 @@ class AsyncSecrets(_Resource):
         *,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        policy: SecretPolicy | Mapping[str, Any] | None = None,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> Secret:
-        """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken."""
-        return await self._run(ops.create_secret(name, value, description, metadata), timeout)
+        """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken.
+        ``policy`` (a :class:`SecretPolicy` or a dict of its fields) restricts its use;
+        fields left out have their defaults."""
+        op = ops.create_secret(name, value, description, metadata, policy)
+        return await self._run(op, timeout)
 
     async def list(
         self,
@@ -100,10 +105,12 @@ class AsyncSecrets(_Resource):
         metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
         new_name: str | NotGiven = NOT_GIVEN,
         expected_version: int | None = None,
+        policy: SecretPolicy | Mapping[str, Any] | NotGiven = NOT_GIVEN,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> Secret:
         """Change only the fields given; ``description=None`` clears it, ``new_name``
-        renames, ``expected_version`` makes it conditional."""
+        renames, ``expected_version`` makes it conditional, ``policy`` changes the policy
+        fields it gives (loosening needs the ``secrets:admin`` scope)."""
         op = ops.update_secret(
             name,
             value=value,
@@ -111,6 +118,7 @@ class AsyncSecrets(_Resource):
             metadata=metadata,
             new_name=new_name,
             expected_version=expected_version,
+            policy=policy,
         )
         return await self._run(op, timeout)
 
@@ -122,10 +130,12 @@ class AsyncSecrets(_Resource):
         description: str | NotGiven | None = NOT_GIVEN,
         metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
         expected_version: int | None = None,
+        policy: SecretPolicy | Mapping[str, Any] | NotGiven = NOT_GIVEN,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> Secret:
-        """Create the secret or give it a new value (fields left out are kept)."""
-        op = ops.put_secret(name, value, description, metadata, expected_version)
+        """Create the secret or give it a new value (fields left out are kept, and so
+        are the policy fields ``policy`` leaves out)."""
+        op = ops.put_secret(name, value, description, metadata, expected_version, policy)
         return await self._run(op, timeout)
 
     async def delete(

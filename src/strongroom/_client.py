@@ -32,6 +32,7 @@ from .models import (
     ExecutionStepList,
     Secret,
     SecretList,
+    SecretPolicy,
     SecretVersionList,
     Task,
     TaskList,
@@ -58,10 +59,14 @@ class Secrets(_Resource):
         *,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        policy: SecretPolicy | Mapping[str, Any] | None = None,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> Secret:
-        """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken."""
-        return self._run(ops.create_secret(name, value, description, metadata), timeout)
+        """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken.
+        ``policy`` (a :class:`SecretPolicy` or a dict of its fields) restricts its use;
+        fields left out have their defaults."""
+        op = ops.create_secret(name, value, description, metadata, policy)
+        return self._run(op, timeout)
 
     def list(
         self,
@@ -95,10 +100,12 @@ class Secrets(_Resource):
         metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
         new_name: str | NotGiven = NOT_GIVEN,
         expected_version: int | None = None,
+        policy: SecretPolicy | Mapping[str, Any] | NotGiven = NOT_GIVEN,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> Secret:
         """Change only the fields given; ``description=None`` clears it, ``new_name``
-        renames, ``expected_version`` makes it conditional."""
+        renames, ``expected_version`` makes it conditional, ``policy`` changes the policy
+        fields it gives (loosening needs the ``secrets:admin`` scope)."""
         op = ops.update_secret(
             name,
             value=value,
@@ -106,6 +113,7 @@ class Secrets(_Resource):
             metadata=metadata,
             new_name=new_name,
             expected_version=expected_version,
+            policy=policy,
         )
         return self._run(op, timeout)
 
@@ -117,10 +125,12 @@ class Secrets(_Resource):
         description: str | NotGiven | None = NOT_GIVEN,
         metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
         expected_version: int | None = None,
+        policy: SecretPolicy | Mapping[str, Any] | NotGiven = NOT_GIVEN,
         timeout: Timeout | NotGiven = NOT_GIVEN,
     ) -> Secret:
-        """Create the secret or give it a new value (fields left out are kept)."""
-        op = ops.put_secret(name, value, description, metadata, expected_version)
+        """Create the secret or give it a new value (fields left out are kept, and so
+        are the policy fields ``policy`` leaves out)."""
+        op = ops.put_secret(name, value, description, metadata, expected_version, policy)
         return self._run(op, timeout)
 
     def delete(

@@ -21,10 +21,14 @@ from .models import (
     ExecutionStepList,
     Secret,
     SecretList,
+    SecretPolicy,
     SecretVersionList,
     Task,
     TaskList,
 )
+
+# A policy as the calls take it: the model, or a mapping of the wire's fields.
+PolicyArg = SecretPolicy | Mapping[str, Any]
 
 
 def _secret_path(name: str) -> str:
@@ -39,11 +43,38 @@ def _if_match(version: int | None) -> dict[str, str]:
     return {"If-Match": f'"{version}"'} if version is not None else {}
 
 
+def policy_body(policy: PolicyArg) -> dict[str, Any]:
+    """The wire form of a policy argument: a model sends the fields set when it was made
+    (so ``SecretPolicy(readable=False)`` changes only ``readable``), a mapping is sent as
+    it is. A list is sent as a list whatever iterable it was given as."""
+    if isinstance(policy, SecretPolicy):
+        given = policy.model_dump(exclude_unset=True)
+    elif isinstance(policy, Mapping):
+        given = dict(policy)
+    else:
+        raise TypeError(f"policy must be a SecretPolicy or a mapping, not {type(policy).__name__}")
+    for field in ("allowed_destinations", "allowed_tools"):
+        value = given.get(field)
+        if value is not None and not isinstance(value, str | Mapping):
+            given[field] = list(value)
+    return given
+
+
 # -- secrets ------------------------------------------------------------------------------------
 def create_secret(
-    name: str, value: str, description: str | None, metadata: Mapping[str, Any] | None
+    name: str,
+    value: str,
+    description: str | None,
+    metadata: Mapping[str, Any] | None,
+    policy: PolicyArg | None = None,
 ) -> Operation[Secret]:
-    body = {"name": name, "value": value, "description": description, "metadata": metadata}
+    body = {
+        "name": name,
+        "value": value,
+        "description": description,
+        "metadata": metadata,
+        "policy": None if policy is None else policy_body(policy),
+    }
     return Operation(
         "POST",
         "/v1/secrets",
@@ -85,10 +116,13 @@ def update_secret(
     metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
     new_name: str | NotGiven = NOT_GIVEN,
     expected_version: int | None = None,
+    policy: PolicyArg | NotGiven = NOT_GIVEN,
 ) -> Operation[Secret]:
     body = _given(value=value, description=description, metadata=metadata, new_name=new_name)
     if expected_version is not None:
         body["expected_version"] = expected_version
+    if not isinstance(policy, NotGiven):
+        body["policy"] = policy_body(policy)
     return Operation(
         "PATCH",
         _secret_path(name),
@@ -107,12 +141,16 @@ def put_secret(
     description: str | NotGiven | None,
     metadata: Mapping[str, Any] | NotGiven,
     expected_version: int | None,
+    policy: PolicyArg | NotGiven = NOT_GIVEN,
 ) -> Operation[Secret]:
+    body = _given(value=value, description=description, metadata=metadata)
+    if not isinstance(policy, NotGiven):
+        body["policy"] = policy_body(policy)
     return Operation(
         "PUT",
         _secret_path(name),
         Secret.model_validate,
-        json=_given(value=value, description=description, metadata=metadata),
+        json=body,
         headers=_if_match(expected_version),
         idempotent=True,
         not_found=SecretNotFoundError,

@@ -15,6 +15,27 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+class SecretPolicy(Model):
+    """A secret's usage policy; the default restricts nothing.
+
+    - ``allowed_destinations``: hosts tasks may send the secret (or anything made from it)
+      to: ``api.stripe.com``, ``api.stripe.com:443``, ``*.stripe.com`` (subdomains only),
+      an IP address. ``None``: no restriction; ``[]``: nowhere.
+    - ``allowed_tools``: ``http``, or ``http/request`` (one operation). ``None``: every tool.
+    - ``readable``: ``False`` makes it use-only: tasks can use it, no API key can read it.
+
+    Given to ``secrets.update`` (or ``upsert``), only the fields set when it was made are
+    sent, and the others keep their values: ``SecretPolicy(readable=False)`` changes
+    ``readable`` alone, ``SecretPolicy(allowed_tools=None)`` removes that restriction. A
+    policy read from a secret has every field set, so passing it sets them all. Loosening
+    a policy (readable again, a list widened or removed) needs the ``secrets:admin`` scope.
+    """
+
+    allowed_destinations: list[str] | None = None
+    allowed_tools: list[str] | None = None
+    readable: bool = True
+
+
 class Secret(Model):
     """A secret. ``value`` is the plaintext only when read with ``secrets.get``;
     everywhere else it is ``"ENCRYPTED"``. It never shows in ``repr``."""
@@ -27,6 +48,8 @@ class Secret(Model):
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    # A server from before policies sends none: the default, which restricts nothing.
+    policy: SecretPolicy = Field(default_factory=SecretPolicy)
 
 
 class SecretList(Model):
@@ -135,6 +158,7 @@ __all__ = [
     "ExecutionStepList",
     "Secret",
     "SecretList",
+    "SecretPolicy",
     "SecretVersion",
     "SecretVersionList",
     "Task",

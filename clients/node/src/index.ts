@@ -35,6 +35,8 @@ export type {
   SecretList,
   SecretListAllParams,
   SecretListParams,
+  SecretPolicy,
+  SecretPolicyParams,
   SecretRef,
   SecretRotateOptions,
   SecretUpdateParams,

@@ -17,13 +17,14 @@ import type {
   Metadata,
   Secret,
   SecretList,
+  SecretPolicyParams,
   SecretVersionList,
   Task,
   TaskDefinition,
   TaskList,
   TaskStep,
 } from "./types.js";
-import { fromWire, listFromWire, queryString, segment } from "./wire.js";
+import { fromWire, listFromWire, queryString, secretFromWire, secretListFromWire, segment } from "./wire.js";
 
 const secretPath = (name: string): string => `/v1/secrets/${segment(name)}`;
 
@@ -39,21 +40,38 @@ function given(fields: Record<string, unknown>): Record<string, unknown> {
 
 // -- secrets --------------------------------------------------------------------------------
 
+/**
+ * A policy's wire form: the fields given, in snake_case (`undefined` leaves a field out,
+ * `null` is sent: it removes that restriction).
+ */
+export function policyToWire(policy: SecretPolicyParams): Record<string, unknown> {
+  if (policy === null || typeof policy !== "object" || Array.isArray(policy)) {
+    throw new TypeError("policy must be an object: { allowedDestinations?, allowedTools?, readable? }");
+  }
+  return given({
+    allowed_destinations: policy.allowedDestinations,
+    allowed_tools: policy.allowedTools,
+    readable: policy.readable,
+  });
+}
+
 export function createSecret(
   name: string,
   value: string,
   description: string | null | undefined,
   metadata: Metadata | undefined,
+  policy?: SecretPolicyParams,
 ): Operation<Secret> {
+  const wirePolicy = policy === undefined ? undefined : policyToWire(policy);
   const body = Object.fromEntries(
-    Object.entries({ name, value, description, metadata }).filter(([, v]) => v != null),
+    Object.entries({ name, value, description, metadata, policy: wirePolicy }).filter(([, v]) => v != null),
   );
   return {
     method: "POST",
     path: "/v1/secrets",
     body,
     idempotent: false,
-    parse: fromWire<Secret>,
+    parse: secretFromWire<Secret>,
     conflict: SecretAlreadyExistsError,
   };
 }
@@ -69,7 +87,7 @@ export function listSecrets(
     method: "GET",
     path: "/v1/secrets" + queryString({ limit, offset, metadata: filter }),
     idempotent: true,
-    parse: listFromWire<SecretList>,
+    parse: secretListFromWire<SecretList>,
   };
 }
 
@@ -78,7 +96,7 @@ export function getSecret(name: string, version: number | undefined): Operation<
     method: "GET",
     path: secretPath(name) + queryString({ version }),
     idempotent: true,
-    parse: fromWire<Secret>,
+    parse: secretFromWire<Secret>,
     notFound: SecretNotFoundError,
   };
 }
@@ -89,10 +107,11 @@ export interface SecretChanges {
   metadata?: Metadata | undefined;
   newName?: string | undefined;
   expectedVersion?: number | undefined;
+  policy?: SecretPolicyParams | undefined;
 }
 
 export function updateSecret(name: string, changes: SecretChanges): Operation<Secret> {
-  const { value, description, metadata, newName, expectedVersion } = changes;
+  const { value, description, metadata, newName, expectedVersion, policy } = changes;
   return {
     method: "PATCH",
     path: secretPath(name),
@@ -102,10 +121,11 @@ export function updateSecret(name: string, changes: SecretChanges): Operation<Se
       metadata,
       new_name: newName,
       expected_version: expectedVersion ?? undefined,
+      policy: policy === undefined ? undefined : policyToWire(policy),
     }),
     // A conditional update cannot apply twice: the second try meets a newer version.
     idempotent: expectedVersion != null,
-    parse: fromWire<Secret>,
+    parse: secretFromWire<Secret>,
     notFound: SecretNotFoundError,
     conflict: SecretAlreadyExistsError,
   };
@@ -117,14 +137,20 @@ export function putSecret(
   description: string | null | undefined,
   metadata: Metadata | undefined,
   expectedVersion: number | undefined,
+  policy?: SecretPolicyParams,
 ): Operation<Secret> {
   return {
     method: "PUT",
     path: secretPath(name),
-    body: given({ value, description, metadata }),
+    body: given({
+      value,
+      description,
+      metadata,
+      policy: policy === undefined ? undefined : policyToWire(policy),
+    }),
     headers: ifMatch(expectedVersion),
     idempotent: true,
-    parse: fromWire<Secret>,
+    parse: secretFromWire<Secret>,
     notFound: SecretNotFoundError,
   };
 }

@@ -32,6 +32,31 @@ export interface RequestOptions {
 
 // -- secrets -------------------------------------------------------------------------------
 
+/** A secret's usage policy, as a secret shows it. The default restricts nothing. */
+export interface SecretPolicy {
+  /**
+   * Hosts tasks may send the secret (or anything made from it) to: `api.stripe.com`,
+   * `api.stripe.com:443`, `*.stripe.com` (subdomains only), an IP address. `null`: no
+   * restriction; `[]`: nowhere.
+   */
+  allowedDestinations: string[] | null;
+  /** Tools (`http`) or tool operations (`http/request`) that may use it; `null`: every tool. */
+  allowedTools: string[] | null;
+  /** `false`: use-only. Tasks can use it; no API key can read its value (`get` answers 403). */
+  readable: boolean;
+}
+
+/**
+ * A policy to set. Creating a secret, a field left out has its default; updating one (or
+ * upserting an existing one), a field left out keeps its value. Loosening a policy
+ * (readable again, a list widened or set to `null`) needs the `secrets:admin` scope.
+ */
+export interface SecretPolicyParams {
+  allowedDestinations?: string[] | null;
+  allowedTools?: string[] | null;
+  readable?: boolean;
+}
+
 export interface Secret {
   id: string;
   name: string;
@@ -43,6 +68,8 @@ export interface Secret {
   version: number;
   createdAt: Timestamp;
   updatedAt: Timestamp;
+  /** How the secret may be used: where tasks may send it, which tools, whether keys may read it. */
+  policy: SecretPolicy;
 }
 
 /** One page of a list; `hasMore` says whether a next page exists. */
@@ -81,6 +108,8 @@ export interface SecretCreateParams {
   value: string;
   description?: string | null;
   metadata?: Metadata;
+  /** Restricts the new secret's use; fields left out have their defaults. */
+  policy?: SecretPolicyParams;
 }
 
 export interface SecretListParams {
@@ -114,6 +143,8 @@ export interface SecretUpdateParams {
   newName?: string;
   /** Update only if the secret is still at this version (else `precondition_failed`). */
   expectedVersion?: number;
+  /** Changes the policy fields given; the others keep their values. */
+  policy?: SecretPolicyParams;
 }
 
 export interface SecretUpsertParams {
@@ -123,6 +154,8 @@ export interface SecretUpsertParams {
   metadata?: Metadata;
   /** Replace only if the secret is at this version (`If-Match`). */
   expectedVersion?: number;
+  /** The policy fields to set; the others keep their values (their defaults when creating). */
+  policy?: SecretPolicyParams;
 }
 
 export interface SecretDeleteParams {

@@ -30,6 +30,29 @@ export function fromWire<T>(record: unknown): T {
   return out as T;
 }
 
+/**
+ * A secret: its own fields renamed, and its `policy` too. A policy is not user data but
+ * an object of the API's own fields (`allowed_destinations`, `allowed_tools`,
+ * `readable`), so its keys are renamed, one level down and no further: the lists inside
+ * are host names and tool names, passed through as they are.
+ */
+export function secretFromWire<T>(record: unknown): T {
+  const secret = fromWire<Record<string, unknown>>(record);
+  if (secret !== null && typeof secret === "object" && "policy" in secret) {
+    secret.policy = fromWire(secret.policy);
+  }
+  return secret as T;
+}
+
+/** A list of secrets: the page, and each secret as {@link secretFromWire} reads it. */
+export function secretListFromWire<T>(answer: unknown): T {
+  const page = fromWire<Record<string, unknown>>(answer);
+  if (Array.isArray(page.items)) {
+    page.items = page.items.map((item) => secretFromWire(item));
+  }
+  return page as T;
+}
+
 /** A list answer (`{items, limit, offset, has_more}`): the page and each item renamed. */
 export function listFromWire<T>(answer: unknown): T {
   const page = fromWire<Record<string, unknown>>(answer);

@@ -11,6 +11,12 @@ The secrets are fetched first, then this process *becomes* the command
 The cost is that nothing runs after the command (there is nothing to clean up). If the
 command cannot be started the exit code is 127 (not found) or 126 (not executable), as a
 shell's. Nothing of the values is printed.
+
+``--all`` and ``--metadata`` take variable names from secret names, which anybody who
+may write the tenant's secrets chooses. So they never set a name that makes the command
+(or a program it starts) run something else (``LD_PRELOAD``, ``BASH_ENV``, ``PATH``...):
+only an explicit ``--secret`` can. And the command does not get this process's own API
+key, often one with every scope, unless ``--pass-api-key`` asks for it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import sys
 
 import click
 
+from ..exceptions import PermissionDeniedError
 from .common import (
     ClientOptions,
     ExitCode,
@@ -30,9 +37,57 @@ from .common import (
     metadata_option,
     open_client,
     parse_metadata,
+    warn,
 )
 
 ENV_NAME_HELP = "letters, digits and underscores, not starting with a digit"
+
+# Variables --all and --metadata never set (an explicit --secret may), each because a
+# value in it makes the command, or a program it starts, run code or trust something it
+# did not choose:
+UNSAFE_NAMES = frozenset(
+    {
+        # a shell runs the file named, or its options and prompts run code; IFS re-splits
+        "BASH_ENV", "ENV", "ZDOTDIR", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND",
+        "IFS",
+        # which program a command name runs
+        "PATH",
+        # where tools read configuration that can run commands (~/.gitconfig's
+        # core.sshCommand, ~/.npmrc, a subshell's ~/.bashrc)
+        "HOME", "XDG_CONFIG_HOME",
+        # glibc loads the conversion modules found here
+        "GCONV_PATH",
+        # interpreter options and module paths: code loaded into every Node, Perl, Ruby,
+        # JVM or PHP process started (Python's are all under the PYTHON prefix below)
+        "NODE_OPTIONS", "NODE_PATH", "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB",
+        "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+        "CLASSPATH", "PHPRC", "PHP_INI_SCAN_DIR",
+        # programs other programs run by these names
+        "EDITOR", "VISUAL", "PAGER", "LESSOPEN", "LESSCLOSE", "BROWSER", "SSH_ASKPASS",
+        "SUDO_ASKPASS",
+        # where traffic goes, and which certificates are trusted: a planted proxy or CA
+        # bundle reads every request the command makes, credentials included
+        "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
+        "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    }
+)  # fmt: skip
+UNSAFE_PREFIXES = (
+    "LD_",  # the dynamic linker: LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT
+    "DYLD_",  # macOS's
+    "PYTHON",  # PYTHONPATH, PYTHONSTARTUP, PYTHONBREAKPOINT (imports a callable), ...
+    # git reads dozens of GIT_ variables, several of which run commands or load
+    # configuration that does (GIT_SSH_COMMAND, GIT_ASKPASS, GIT_EXEC_PATH,
+    # GIT_CONFIG_COUNT/KEY_n/VALUE_n); a prefix does not go stale as git adds more
+    "GIT_",
+    # a strongroom command inside would send its key to STRONGROOM_BASE_URL
+    "STRONGROOM_",
+)
+
+
+def unsafe_name(name: str) -> bool:
+    """Whether ``--all``/``--metadata`` must not set a variable called ``name``."""
+    return name in UNSAFE_NAMES or name.startswith(UNSAFE_PREFIXES)
 
 
 def parse_mappings(specs: tuple[str, ...]) -> dict[str, str]:
@@ -69,6 +124,11 @@ def parse_mappings(specs: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--all", "all_secrets", is_flag=True, help="add every secret (of the filter)")
 @metadata_option
+@click.option(
+    "--pass-api-key",
+    is_flag=True,
+    help="give COMMAND this command's API key as STRONGROOM_API_KEY (removed by default)",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @api_errors
 def run(
@@ -77,6 +137,7 @@ def run(
     secret_specs: tuple[str, ...],
     all_secrets: bool,
     metadata_pairs: tuple[str, ...],
+    pass_api_key: bool,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with secrets added to its environment, as variables named like them.
@@ -86,24 +147,52 @@ def run(
         strongroom run --secret PGPASSWORD=prod_db_password -- psql
         strongroom run --metadata environment=production -- python app.py
 
-    --metadata (alone, or with --all) adds every secret whose metadata matches. Secrets
-    override variables of the same name already set. COMMAND replaces this process, so
-    its exit code, signals and standard streams are its own; 127 if it is not found.
+    --metadata (alone, or with --all) adds every secret whose metadata matches, except
+    those whose names are unsafe as variables (LD_*, PATH, BASH_ENV, ...; see `strongroom
+    run` in docs/cli.md), and those whose value this key may not read: both are named on
+    stderr and left out. Secrets override variables of the same name already set.
+    STRONGROOM_API_KEY is removed from COMMAND's environment unless --pass-api-key.
+    COMMAND replaces this process, so its exit code, signals and standard streams are
+    its own; 127 if it is not found.
     """
     mapping = parse_mappings(secret_specs)
+    explicit = set(mapping.values())
     metadata = parse_metadata(metadata_pairs)
     if not (mapping or all_secrets or metadata):
         raise click.UsageError("choose secrets with --secret, --all or --metadata")
 
     environment = dict(os.environ)
+    environment.pop("STRONGROOM_API_KEY", None)
+    if pass_api_key and api_key:
+        environment["STRONGROOM_API_KEY"] = api_key
     with open_client(ClientOptions(api_key, base_url)) as client:
         if all_secrets or metadata:
+            unsafe = []
             for secret in client.secrets.list_all(metadata=metadata or None):
-                mapping.setdefault(secret.name, secret.name)
+                if secret.name in mapping:
+                    continue
+                if unsafe_name(secret.name):
+                    unsafe.append(secret.name)
+                else:
+                    mapping[secret.name] = secret.name
+            if unsafe:
+                warn(
+                    "left out, as their names are unsafe as environment variables (name one "
+                    f"with --secret to set it anyway): {', '.join(unsafe)}"
+                )
         values: dict[str, str] = {}  # a secret given two variable names is read once
+        unreadable: list[str] = []
         for env_name, secret_name in mapping.items():
             if secret_name not in values:
-                values[secret_name] = client.secrets.get(secret_name).value
+                try:
+                    values[secret_name] = client.secrets.get(secret_name).value
+                except PermissionDeniedError:
+                    # A use-only secret (or one this key may not read): tasks can use it,
+                    # a command cannot. Only one --all found is left out; a named one fails.
+                    if secret_name in explicit:
+                        raise
+                    unreadable.append(secret_name)
+                    continue
             if "\0" in values[secret_name]:
                 fail(
                     f"the value of {secret_name} holds a NUL character, which an environment "
@@ -111,6 +200,8 @@ def run(
                     ExitCode.ERROR,
                 )
             environment[env_name] = values[secret_name]
+        if unreadable:
+            warn(f"left out, as this API key may not read their values: {', '.join(unreadable)}")
 
     sys.stdout.flush()
     sys.stderr.flush()

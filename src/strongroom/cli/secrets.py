@@ -10,8 +10,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -20,7 +21,7 @@ from rich.text import Text
 
 from .. import NOT_GIVEN
 from ..exceptions import SecretAlreadyExistsError, SecretNotFoundError, StrongroomError
-from ..models import Secret
+from ..models import Secret, SecretPolicy
 from .common import (
     ClientOptions,
     ExitCode,
@@ -35,6 +36,9 @@ from .common import (
     say,
     warn,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _name_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -56,6 +60,70 @@ def _write_stdout(text: str) -> None:
 
 def _stdin_is_terminal() -> bool:
     return sys.stdin.isatty()
+
+
+# -- usage policy options ------------------------------------------------------------------------
+def _policy_options(func: Callable[P, R]) -> Callable[P, R]:
+    """``--allow-destination``, ``--allow-tool`` and ``--use-only``, for ``set``."""
+    func = click.option(
+        "--use-only",
+        "use_only",
+        is_flag=True,
+        default=None,
+        help="make it use-only: tasks can use it, no API key can read its value "
+        "(undoing this needs the secrets:admin scope)",
+    )(func)
+    func = click.option(
+        "--allow-tool",
+        "allow_tools",
+        multiple=True,
+        metavar="TOOL",
+        help="only this tool (http) or tool/operation (http/request) may use it; repeatable; "
+        "replaces the list",
+    )(func)
+    return click.option(
+        "--allow-destination",
+        "allow_destinations",
+        multiple=True,
+        metavar="HOST",
+        help="tasks may send it only to HOST (api.stripe.com, api.stripe.com:443, "
+        "*.stripe.com); repeatable; replaces the list",
+    )(func)
+
+
+def _policy_change(
+    allow_destinations: tuple[str, ...],
+    allow_tools: tuple[str, ...],
+    use_only: bool | None,
+    *,
+    clear_destinations: bool = False,
+    clear_tools: bool = False,
+) -> dict[str, Any]:
+    """The policy fields the options give (the server keeps the others)."""
+    if allow_destinations and clear_destinations:
+        fail("give --allow-destination or --clear-destinations, not both", ExitCode.USAGE)
+    if allow_tools and clear_tools:
+        fail("give --allow-tool or --clear-tools, not both", ExitCode.USAGE)
+    change: dict[str, Any] = {}
+    if allow_destinations or clear_destinations:
+        change["allowed_destinations"] = list(allow_destinations) if allow_destinations else None
+    if allow_tools or clear_tools:
+        change["allowed_tools"] = list(allow_tools) if allow_tools else None
+    if use_only is not None:
+        change["readable"] = not use_only
+    return change
+
+
+def _policy_text(policy: SecretPolicy) -> str:
+    """A policy in one line for a person: ``use-only; destinations: a, b; tools: http``."""
+    parts = []
+    if not policy.readable:
+        parts.append("use-only")
+    if policy.allowed_destinations is not None:
+        parts.append(f"destinations: {', '.join(policy.allowed_destinations) or 'none'}")
+    if policy.allowed_tools is not None:
+        parts.append(f"tools: {', '.join(policy.allowed_tools) or 'none'}")
+    return "; ".join(parts) or "no restrictions"
 
 
 # -- the group ----------------------------------------------------------------------------------
@@ -158,6 +226,7 @@ def get_secret(
 )
 @click.option("--description", help="the secret's description [default: kept]")
 @metadata_option
+@_policy_options
 @click.pass_context
 @api_errors
 def set_secret(
@@ -169,15 +238,21 @@ def set_secret(
     from_file: Path | None,
     description: str | None,
     metadata_pairs: tuple[str, ...],
+    allow_destinations: tuple[str, ...],
+    allow_tools: tuple[str, ...],
+    use_only: bool | None,
 ) -> None:
     """Create a secret or give it a new value (a new version).
 
     The value comes from VALUE, from --from-file, from stdin when it is not a terminal
     (one trailing newline removed), or else from a prompt that does not echo. VALUE on the
     command line lands in shell history and `ps`: prefer the others. Description and
-    metadata are kept unless given; --metadata replaces the whole metadata object.
+    metadata are kept unless given; --metadata replaces the whole metadata object. The
+    policy options set those fields of the usage policy and keep the others (see
+    `secrets policy`).
     """
     metadata = parse_metadata(metadata_pairs)
+    policy = _policy_change(allow_destinations, allow_tools, use_only)
     secret_value = _read_value(name, value, from_file)
     with open_client(options_of(ctx, api_key, base_url)) as client:
         secret = client.secrets.upsert(
@@ -185,11 +260,90 @@ def set_secret(
             secret_value,
             description=NOT_GIVEN if description is None else description,
             metadata=metadata or NOT_GIVEN,
+            policy=policy or NOT_GIVEN,
         )
     if secret.version == 1:
         say(f"created {secret.name} (version 1)")
     else:
         say(f"updated {secret.name} to version {secret.version}")
+    if policy:
+        say(f"policy of {secret.name}: {_policy_text(secret.policy)}")
+
+
+# -- policy ---------------------------------------------------------------------------------------
+@secrets.command("policy")
+@client_options(from_env=False)
+@click.argument("name", callback=_name_argument)
+@click.option(
+    "--allow-destination",
+    "allow_destinations",
+    multiple=True,
+    metavar="HOST",
+    help="tasks may send it only to HOST (api.stripe.com, api.stripe.com:443, "
+    "*.stripe.com); repeatable; replaces the list",
+)
+@click.option(
+    "--clear-destinations", is_flag=True, help="no destination restriction (needs secrets:admin)"
+)
+@click.option(
+    "--allow-tool",
+    "allow_tools",
+    multiple=True,
+    metavar="TOOL",
+    help="only this tool (http) or tool/operation (http/request) may use it; repeatable; "
+    "replaces the list",
+)
+@click.option("--clear-tools", is_flag=True, help="no tool restriction (needs secrets:admin)")
+@click.option(
+    "--use-only/--readable",
+    "use_only",
+    default=None,
+    help="use-only: tasks can use it, no API key can read its value; --readable undoes "
+    "that (needs secrets:admin)",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the policy as JSON")
+@click.pass_context
+@api_errors
+def secret_policy(
+    ctx: click.Context,
+    api_key: str | None,
+    base_url: str | None,
+    name: str,
+    allow_destinations: tuple[str, ...],
+    clear_destinations: bool,
+    allow_tools: tuple[str, ...],
+    clear_tools: bool,
+    use_only: bool | None,
+    as_json: bool,
+) -> None:
+    """Show or change a secret's usage policy, leaving its value alone.
+
+    Only the fields given change. Without options, prints the policy. Tightening needs
+    the secrets:write scope; loosening (--readable, --clear-*, a wider list) needs
+    secrets:admin as well (exit 5 without it, and nothing changes).
+    """
+    change = _policy_change(
+        allow_destinations,
+        allow_tools,
+        use_only,
+        clear_destinations=clear_destinations,
+        clear_tools=clear_tools,
+    )
+    with open_client(options_of(ctx, api_key, base_url)) as client:
+        if change:
+            policy = client.secrets.update(name, policy=change).policy
+            say(f"policy of {name} changed")
+        else:  # the list shows a policy without reading the value (a use-only one too)
+            found = next(
+                (s for s in client.secrets.list_all(page_size=1000) if s.name == name), None
+            )
+            if found is None:
+                fail(f"secret {name!r} does not exist", ExitCode.NOT_FOUND)
+            policy = found.policy
+    if as_json:
+        click.echo(json.dumps(policy.model_dump(mode="json"), indent=2))
+    else:
+        click.echo(f"{name}: {_policy_text(policy)}")
 
 
 def _read_value(name: str, value: str | None, from_file: Path | None) -> str:
@@ -372,7 +526,15 @@ def export_secrets(
     metadata = parse_metadata(metadata_pairs) or None
     values: dict[str, str] = {}
     with open_client(options_of(ctx, api_key, base_url)) as client:
-        names = [s.name for s in client.secrets.list_all(metadata=metadata)]
+        listed = list(client.secrets.list_all(metadata=metadata))
+        # A use-only secret answers every value read with 403: leave it out, by name.
+        use_only = [s.name for s in listed if not s.policy.readable]
+        if use_only:
+            warn(
+                f"left out {len(use_only)} use-only secrets (tasks can use them, no key can "
+                f"read them): {', '.join(use_only)}"
+            )
+        names = [s.name for s in listed if s.policy.readable]
         for name in names:
             try:
                 values[name] = client.secrets.get(name).value

@@ -7,6 +7,7 @@ directly, so they need the server extra (``pip install 'strongroom[server]'``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,16 @@ if TYPE_CHECKING:
 out = Console()
 
 
+def private_files() -> None:
+    """Make what this process creates private to its user (umask 077): the database and
+    its -wal and -shm files, the execution engine's state database, a new data directory
+    and key file. Secrets in them are encrypted, but their names, metadata, audit trail
+    and API key hashes are not, and none of it is anybody else's business."""
+    os.umask(0o077)
+
+
 def load_settings(*, dev: bool = False) -> Settings:
+    private_files()
     try:
         from ..server.settings import DEV_MASTER_KEY_FILE, Settings
     except ImportError:
@@ -91,6 +101,7 @@ def open_services_or_fail(settings: Settings) -> Any:
 def serve(host: str | None, port: int | None, dev: bool) -> None:
     """Migrate the database, check the master key, and serve the API."""
     settings = load_settings(dev=dev)
+    check_tool_settings(settings)
     from ..server.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -98,7 +109,7 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
     if dev:
         from ..server.keys import bootstrap_key
 
-        key = bootstrap_key(services.store)
+        key = bootstrap_key(services.store, services.keyring)
         if key is not None:
             out.print(
                 "\n[bold]Bootstrap API key for tenant 'default'[/] (shown once, every scope):\n"
@@ -131,6 +142,40 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
         services.store.close()
 
 
+def keyring_services_or_fail(settings: Settings, command: str) -> Any:
+    """The services, for a command that needs the unsealed keyring although it serves
+    nothing (``keys create``: keys are stored as HMACs under a key the master key wraps),
+    with the reason said when no master key is configured."""
+    if settings.master_key is None and settings.master_key_file is None:
+        from ..server.settings import DEV_MASTER_KEY_FILE
+
+        dev = (
+            f" (`serve --dev` keeps its development key in {DEV_MASTER_KEY_FILE}: "
+            f"STRONGROOM_MASTER_KEY_FILE={DEV_MASTER_KEY_FILE} strongroom {command} ...)"
+            if DEV_MASTER_KEY_FILE.exists()
+            else ""
+        )
+        fail(
+            f"`strongroom {command}` needs the master key, since API keys are stored as "
+            "HMACs under a key it protects: set STRONGROOM_MASTER_KEY or "
+            f"STRONGROOM_MASTER_KEY_FILE{dev}",
+            code=2,
+        )
+    return open_services_or_fail(settings)
+
+
+def check_tool_settings(settings: Settings) -> None:
+    """Refuse to start, before the database is opened, on task-tool settings that cannot
+    work or would expose the server's own files (a tool SQLite directory overlapping the
+    data directory, a bad STRONGROOM_EGRESS_ALLOW): said at once, not at the first task."""
+    from ..server.app import tool_config
+
+    try:
+        tool_config(settings)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+
+
 def start_engine_or_fail(services: Any) -> Any:
     from ..server.app import start_engine
 
@@ -148,6 +193,7 @@ def worker() -> None:
     import threading
 
     settings = load_settings()
+    check_tool_settings(settings)
     from ..server.logs import configure_logging
 
     configure_logging(settings.log_level)
@@ -186,11 +232,16 @@ def keys() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    help="secrets:read, secrets:write, tasks:run, audit:read or * (repeatable; default *)",
+    help="secrets:read, secrets:write, secrets:admin, tasks:run, audit:read or * "
+    "(repeatable; default *)",
 )
 @click.option("--quiet", "-q", is_flag=True, help="print only the key")
 def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: bool) -> None:
-    """Create an API key; it is printed once and stored only as a hash."""
+    """Create an API key; it is printed once and stored only as a hash.
+
+    Needs the master key (STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE), as the
+    server does: the hash is an HMAC under a key the master key protects.
+    """
     from ..server.api.schemas import check_name
     from ..server.keys import create_api_key
 
@@ -198,13 +249,15 @@ def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: 
         check_name(tenant)
     except ValueError as exc:
         fail(f"--tenant: {exc}", code=2)
-    store = open_migrated_store(load_settings())
+    services = keyring_services_or_fail(load_settings(), "keys create")
     try:
-        key, record = create_api_key(store, tenant, name=label, scopes=scopes)
+        key, record = create_api_key(
+            services.store, services.keyring, tenant, name=label, scopes=scopes
+        )
     except ValueError as exc:
         fail(str(exc), code=2)
     finally:
-        store.close()
+        services.store.close()
     if quiet:
         click.echo(key)
         return
@@ -285,6 +338,7 @@ def master_key_generate(path: Path | None) -> None:
     """Print a new random master key (or write it to a new file)."""
     from ..server.crypto.masterkey import create_key_file, generate_master_key
 
+    private_files()
     if path is None:
         click.echo(generate_master_key())
         return

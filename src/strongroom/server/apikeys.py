@@ -1,13 +1,20 @@
 """API key format: ``sr_`` + 32 random base62 characters + a 6-character checksum.
 
 The checksum (CRC32 of the random part) lets the server tell a mistyped key from an
-unknown or revoked one without a database look-up. Only a SHA-256 hash of the key is
-stored: keys are 190 bits of randomness, so a fast hash is enough (as GitHub does).
+unknown or revoked one without a database look-up. Keys are 190 bits of randomness, so a
+fast hash is enough (as GitHub does); but a plain hash is one anybody can compute, so
+anybody able to insert a row could mint a key. What is stored is therefore
+``HMAC-SHA-256(k, SHA-256(key))``, with ``k`` a random key only the unsealed keyring
+holds (``Keyring.hash_api_key``): a row whose hash was computed without ``k`` authorises
+nothing. Hashing the SHA-256 (not the key itself) lets the keys stored by older versions,
+as ``sha256hex(key)``, be converted once without knowing them (``rehash_legacy``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import re
 import secrets
 import string
 import zlib
@@ -18,7 +25,7 @@ CHECKSUM_CHARS = 6
 KEY_LENGTH = len(PREFIX) + RANDOM_CHARS + CHECKSUM_CHARS
 _ALPHABET = string.digits + string.ascii_letters
 
-SCOPES = ("secrets:read", "secrets:write", "tasks:run", "audit:read")
+SCOPES = ("secrets:read", "secrets:write", "secrets:admin", "tasks:run", "audit:read")
 ALL_SCOPES = "*"
 
 
@@ -51,8 +58,20 @@ def format_problem(key: str) -> str | None:
     return None
 
 
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+_LEGACY_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def hash_api_key(mac_key: bytes, key: str) -> str:
+    """What is stored for ``key`` and looked up: ``HMAC-SHA-256(mac_key, SHA-256(key))``."""
+    return hmac.digest(mac_key, hashlib.sha256(key.encode()).digest(), "sha256").hex()
+
+
+def rehash_legacy(mac_key: bytes, stored: str) -> str | None:
+    """An older version's stored hash (``sha256hex(key)``) in the current form, or None
+    when ``stored`` is not one: such a row never matched a key, and must not start to."""
+    if not _LEGACY_HASH.fullmatch(stored):
+        return None
+    return hmac.digest(mac_key, bytes.fromhex(stored), "sha256").hex()
 
 
 def key_hint(key: str) -> str:

@@ -22,9 +22,10 @@ from .ratelimit import RateLimiter
 from .secrets import SecretService
 from .settings import Settings
 from .storage import Store, open_store
+from .tasks.limits import TaskLimits
 from .tasks.runner import Runner
 from .tasks.service import TaskService
-from .tasks.tools import EgressPolicy, ToolConfig
+from .tasks.tools import EgressPolicy, Protected, ToolConfig
 
 if TYPE_CHECKING:
     from .tasks.engine import DurableEngine
@@ -63,15 +64,48 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
     except BaseException:
         store.close()
         raise
-    return Services(settings, store, keyring, SecretService(store, keyring), TaskService(store))
+    tasks = TaskService(store, limits=task_limits(settings))
+    return Services(settings, store, keyring, SecretService(store, keyring), tasks)
+
+
+def task_limits(settings: Settings) -> TaskLimits:
+    """The bounds on task work, from the server settings (``STRONGROOM_TASK_*``)."""
+    return TaskLimits(
+        max_steps=settings.task_max_steps,
+        max_result_bytes=settings.task_max_result_bytes,
+        max_execution_bytes=settings.task_max_execution_bytes,
+        concurrency=settings.task_concurrency,
+        concurrency_per_tenant=settings.task_concurrency_per_tenant,
+    )
 
 
 def tool_config(settings: Settings) -> ToolConfig:
-    """What task tools may reach and where, from the server settings."""
+    """What task tools may reach and where, from the server settings.
+
+    ``protected`` is the server's own database (its PostgreSQL host and port, by name and
+    by every address; or SQLite's data directory) and its master key file: refused to every
+    tool whatever ``STRONGROOM_EGRESS_ALLOW`` says, since a task that reached them would
+    read every tenant's rows and could write itself API keys. ``ValueError`` (a refusal to
+    start) for a bad allow-list, a database host that does not resolve, or a tool SQLite
+    directory that is, contains or is inside the data directory: such a directory would
+    hand the server's own files to tasks, and is a mistake to say at once.
+    """
+    protected = Protected.of_server(settings.database_url, [settings.master_key_file])
+    sqlite_dir = settings.tool_sqlite_dir
+    if sqlite_dir is not None:
+        clash = protected.overlaps(sqlite_dir)
+        if clash is not None:
+            raise ValueError(
+                f"STRONGROOM_TOOL_SQLITE_DIR ({sqlite_dir}) must be apart from strongroom's own "
+                f"files ({clash}): it is, contains or is inside them, so tasks could open the "
+                "server's database; give task SQLite files a directory of their own"
+            )
     return ToolConfig(
         egress=EgressPolicy.parse(settings.egress_allow),
         openai_base_url=settings.openai_base_url,
-        sqlite_dir=settings.tool_sqlite_dir,
+        sqlite_dir=sqlite_dir,
+        protected=protected,
+        max_response_bytes=settings.task_max_result_bytes,
     )
 
 
@@ -79,8 +113,11 @@ def start_engine(services: Services) -> DurableEngine:
     """Start this process's execution engine; executions created here go to it."""
     from .tasks.engine import DurableEngine
 
-    runner = Runner(services.store, services.keyring, tool_config(services.settings))
-    engine = DurableEngine(runner, services.settings.executor_id)
+    settings = services.settings
+    runner = Runner(
+        services.store, services.keyring, tool_config(settings), limits=task_limits(settings)
+    )
+    engine = DurableEngine(runner, settings.executor_id)
     engine.start()
     services.tasks.engine = engine
     return engine

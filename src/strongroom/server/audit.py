@@ -22,6 +22,7 @@ class Action(StrEnum):
     AUTHENTICATE = "auth.authenticate"
     CREATE = "secret.create"
     READ = "secret.read"
+    USE = "secret.use"  # a task step's use of a secret that its usage policy refused
     LIST = "secret.list"
     VERSIONS = "secret.versions"
     UPDATE = "secret.update"

@@ -1,11 +1,16 @@
-"""Issuing, listing and revoking API keys (the CLI's ``strongroom keys``)."""
+"""Issuing, listing and revoking API keys (the CLI's ``strongroom keys``).
+
+Issuing needs the unsealed keyring: a key is stored as an HMAC under a key that only the
+keyring holds (``Keyring.hash_api_key``). Listing and revoking need only the database.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 
-from .apikeys import ALL_SCOPES, generate_api_key, hash_api_key, key_hint, scope_problem
+from .apikeys import ALL_SCOPES, generate_api_key, key_hint, scope_problem
+from .crypto import Keyring
 from .ids import new_id
 from .storage.base import ApiKeyRecord, Store, Tenant, Transaction
 
@@ -25,7 +30,7 @@ def ensure_tenant(store: Store, name: str) -> Tenant:
 
 
 def _issue(
-    tx: Transaction, tenant_name: str, name: str | None, scopes: Sequence[str]
+    tx: Transaction, keyring: Keyring, tenant_name: str, name: str | None, scopes: Sequence[str]
 ) -> tuple[str, ApiKeyRecord]:
     tenant = _tenant(tx, tenant_name)
     key = generate_api_key()
@@ -34,7 +39,7 @@ def _issue(
         tenant_id=tenant.id,
         tenant_name=tenant.name,
         name=name,
-        key_hash=hash_api_key(key),
+        key_hash=keyring.hash_api_key(key),
         hint=key_hint(key),
         scopes=tuple(dict.fromkeys(scopes)) or (ALL_SCOPES,),
         created_at=dt.datetime.now(dt.UTC),
@@ -45,7 +50,12 @@ def _issue(
 
 
 def create_api_key(
-    store: Store, tenant_name: str, *, name: str | None = None, scopes: Sequence[str] = ()
+    store: Store,
+    keyring: Keyring,
+    tenant_name: str,
+    *,
+    name: str | None = None,
+    scopes: Sequence[str] = (),
 ) -> tuple[str, ApiKeyRecord]:
     """A new key for ``tenant_name`` (created if new); the key is shown only now.
 
@@ -56,7 +66,7 @@ def create_api_key(
         if problem:
             raise ValueError(problem)
     with store.write() as tx:
-        return _issue(tx, tenant_name, name, scopes)
+        return _issue(tx, keyring, tenant_name, name, scopes)
 
 
 def list_api_keys(store: Store, tenant_name: str | None = None) -> list[ApiKeyRecord]:
@@ -72,10 +82,10 @@ def revoke_api_key(store: Store, key_id: str) -> bool:
         return tx.revoke_api_key(key_id, dt.datetime.now(dt.UTC))
 
 
-def bootstrap_key(store: Store, tenant_name: str = "default") -> str | None:
+def bootstrap_key(store: Store, keyring: Keyring, tenant_name: str = "default") -> str | None:
     """On a database with no API key at all, issue one with every scope."""
     with store.write() as tx:
         if tx.count_api_keys():
             return None
-        key, _ = _issue(tx, tenant_name, "bootstrap", ())
+        key, _ = _issue(tx, keyring, tenant_name, "bootstrap", ())
         return key

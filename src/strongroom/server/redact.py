@@ -25,7 +25,8 @@ What is matched, for each value and each *piece* of it (the value, the value str
 of surrounding whitespace, and each stripped line of a multi-line value, as GitHub
 Actions registers lines, because outputs are often split on newlines):
 
-- the piece itself; URL-quoted three ways (``quote(safe='')``, ``quote_plus``,
+- the piece itself, and in lower case (a host name or a URL's origin is printed
+  lower-cased); URL-quoted three ways (``quote(safe='')``, ``quote_plus``,
   ``quote`` with its default safe ``/``), each also with lower-case ``%xx``; the inside
   of ``json.dumps`` with and without ``ensure_ascii``, with ``/`` escaped (PHP),
   with ``<>&`` escaped (Go), and escaped twice (JSON inside a JSON string); HTML-escaped;
@@ -73,11 +74,12 @@ scrubbed before any formatter sees it. The filter formats the exception into
 ``exc_text`` and clears ``exc_info``, so a formatter that re-formats ``exc_info``
 itself instead of using ``exc_text`` prints no traceback for such records.
 
-Not covered: a value split, reversed, hashed or otherwise transformed by a task, unless
-the engine registers the result as a derived value; redaction is a guard against
-accidents, not against a task author who sets out to exfiltrate. Redacting twice gives
-the same text except for a value that begins or ends with ``[`` or ``]`` and so can run
-into the edge of a marker (it is then redacted again, which leaks nothing).
+Not covered: a value split, reversed, hashed or otherwise transformed. In task runs that
+is not this module's job: a value derived from a secret is marked and never shown at all
+(``tasks/containment.py``), and this redactor, which holds only the secrets' own values,
+is the second line behind it. Redacting twice gives the same text except for a value that
+begins or ends with ``[`` or ``]`` and so can run into the edge of a marker (it is then
+redacted again, which leaks nothing).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ __all__ = [
     "RedactingFilter",
     "Redactor",
     "current_redactor",
+    "marker",
     "redacting",
 ]
 
@@ -123,7 +126,8 @@ _ERRORS: Final = "surrogatepass"
 NamedValue = tuple[str, str | Iterable[str]]
 
 
-def _marker(names: Iterable[str]) -> str:
+def marker(names: Iterable[str]) -> str:
+    """What a redacted value shows as: ``[REDACTED:<names, sorted, comma-separated>]``."""
     return "[REDACTED:" + ",".join(sorted(names)) + "]"
 
 
@@ -132,8 +136,9 @@ _PERCENT = re.compile(r"%[0-9A-F]{2}")
 
 
 def _text_forms(piece: str) -> set[str]:
-    """The piece as URL-quoting, JSON-escaping and HTML-escaping would print it."""
-    forms = {piece, html.escape(piece)}
+    """The piece as URL-quoting, JSON-escaping and HTML-escaping would print it, and in
+    lower case (host names and URL origins are printed lower-cased)."""
+    forms = {piece, piece.lower(), html.escape(piece)}
     for quoted in (
         urllib.parse.quote(piece, safe="", errors=_ERRORS),
         urllib.parse.quote_plus(piece, errors=_ERRORS),
@@ -201,7 +206,7 @@ class _Matcher:
     def marker(self, names: frozenset[str]) -> bytes:
         found = self.markers.get(names)
         if found is None:
-            found = self.markers[names] = _marker(names).encode(_UTF8, _ERRORS)
+            found = self.markers[names] = marker(names).encode(_UTF8, _ERRORS)
         return found
 
     def marker_end(self, data: bytes, start: int) -> int | None:
@@ -379,20 +384,9 @@ class Redactor:
     def _redact(self, data: bytes) -> bytes | None:
         """``data`` redacted, or None when there was nothing to redact."""
         matcher = self._compiled()
-        found = matcher.automaton.find_matches_as_indexes(data, overlapping=True)
-        if not found:
+        runs = self._runs(matcher, data)
+        if not runs:
             return None
-        matches: list[_Span] = []
-        tokens: list[_Span] = []
-        for pattern, start, end in found:
-            if pattern == matcher.marker_start:
-                kept_end = matcher.marker_end(data, start)
-                if kept_end is not None:
-                    matches.append((start, kept_end, _KEEP))
-            names = matcher.names[pattern]
-            if names:
-                (tokens if matcher.token_only[pattern] else matches).append((start, end, names))
-        runs = _with_tokens(data, matches, tokens) if tokens else _merge(matches)
         parts: list[bytes] = []
         copied = 0  # data[:copied] is in parts
         for start, end, names in runs:
@@ -403,6 +397,31 @@ class Redactor:
             return None
         parts.append(data[copied:])
         return b"".join(parts)
+
+    def names_in(self, text: str) -> frozenset[str]:
+        """The names of the secrets whose values (or their encodings) ``text`` holds."""
+        if not self._sources or not text:
+            return frozenset()
+        runs = self._runs(self._compiled(), text.encode(_UTF8, _ERRORS))
+        return frozenset().union(*(names for _, _, names in runs))
+
+    @staticmethod
+    def _runs(matcher: _Matcher, data: bytes) -> list[_Span]:
+        """The spans of ``data`` to replace, each with its names (empty: a kept marker)."""
+        found = matcher.automaton.find_matches_as_indexes(data, overlapping=True)
+        if not found:
+            return []
+        matches: list[_Span] = []
+        tokens: list[_Span] = []
+        for pattern, start, end in found:
+            if pattern == matcher.marker_start:
+                kept_end = matcher.marker_end(data, start)
+                if kept_end is not None:
+                    matches.append((start, kept_end, _KEEP))
+            names = matcher.names[pattern]
+            if names:
+                (tokens if matcher.token_only[pattern] else matches).append((start, end, names))
+        return _with_tokens(data, matches, tokens) if tokens else _merge(matches)
 
     def redact(self, text: str) -> str:
         """``text`` with every secret value and encoding replaced by its marker."""

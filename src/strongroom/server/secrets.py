@@ -3,6 +3,12 @@
 Routes call these methods with already-validated input. Each method runs in one write
 transaction that also records its audit event, so a change and its record commit together,
 and a value is never returned unless its read was recorded.
+
+A secret's usage policy (:mod:`.policy`) is enforced here for the API's side of it: a
+use-only secret (``readable: false``) is never decrypted for an API key, whatever its
+scopes, and a change that loosens a policy needs ``secrets:admin`` besides
+``secrets:write``: a key that may only write must not be able to undo a restriction
+somebody with more authority put on a secret (and then read or exfiltrate it).
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ from .audit import Action, Caller
 from .crypto import IntegrityFailure, Keyring
 from .errors import (
     Conflict,
+    Detail,
     Forbidden,
     InternalError,
     NotFound,
     PreconditionFailed,
     ServiceError,
+    ValidationFailed,
 )
 from .ids import new_id
+from .policy import DEFAULT_POLICY, PolicyError, SecretPolicy
 from .storage.base import NameTaken, Page, SecretRecord, Store, Transaction, VersionRecord
 
 log = logging.getLogger("strongroom.secrets")
@@ -39,6 +48,64 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+# A policy as callers give it: a whole SecretPolicy, or the wire's fields that change
+# (``{"readable": False}``), which are laid over the current policy (the default one for
+# a new secret).
+PolicyInput = SecretPolicy | Mapping[str, Any]
+
+
+def known_tools() -> dict[str, tuple[str, ...]]:
+    """The tools (and their operations) a policy's ``allowed_tools`` may name: the task
+    tool registry's. Imported here, not at the top: the registry pulls in the tools'
+    client libraries, which nothing else of the secrets service needs."""
+    from .tasks.tools import REGISTRY
+
+    found: dict[str, tuple[str, ...]] = {}
+    for name in REGISTRY.names:
+        tool = REGISTRY.get(name)
+        if tool is not None:
+            found[name] = tuple(tool.operations)
+    return found
+
+
+def resolve_policy(
+    current: SecretPolicy, given: PolicyInput, where: str = "policy"
+) -> SecretPolicy:
+    """The policy ``given`` makes of ``current``; a bad entry is a 422 located at
+    ``where`` plus the entry (``body.policy.allowed_destinations[1]`` from the API)."""
+    if isinstance(given, SecretPolicy):
+        return given
+    try:
+        return current.changed(given, known_tools=known_tools())
+    except PolicyError as exc:
+        location = f"{where}.{exc.location}" if exc.location else where
+        raise ValidationFailed(
+            f"{location}: {exc.message}", [Detail(location, exc.message)]
+        ) from None
+
+
+def use_only(name: str) -> Forbidden:
+    return Forbidden(
+        f"secret {name!r} is use-only (its policy has readable: false): tasks may use it, "
+        "no API key can read it"
+    )
+
+
+def write_answer(
+    caller: Caller, secret: SecretRecord, *, sent_description: bool, sent_metadata: bool
+) -> SecretRecord:
+    """The secret as a write call answers it. A key without ``secrets:read`` learns only
+    what it sent (and the identifiers, version and policy a write needs): its description
+    is ``None`` and its metadata empty unless this very call set them, so that a
+    write-only key cannot read them back through a no-op rename or a new value."""
+    if grants(caller.scopes, "secrets:read"):
+        return secret
+    return replace(
+        secret,
+        description=secret.description if sent_description else None,
+        metadata=secret.metadata if sent_metadata else {},
+    )
 
 
 @dataclass(frozen=True)
@@ -168,7 +235,10 @@ class SecretService:
         value: str,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        policy: PolicyInput | None = None,
     ) -> SecretRecord:
+        """Create a secret. Any policy may be set here with ``secrets:write`` alone: a new
+        secret has no earlier policy to loosen."""
         self._authorize(caller, "secrets:write", Action.CREATE, name)
 
         def work() -> SecretRecord:
@@ -182,6 +252,7 @@ class SecretService:
                 version=1,
                 created_at=now,
                 updated_at=now,
+                policy=DEFAULT_POLICY if policy is None else resolve_policy(DEFAULT_POLICY, policy),
             )
             try:
                 with self.store.write() as tx:
@@ -204,11 +275,16 @@ class SecretService:
             stored = tx.version(secret.id, wanted) if secret else None
             if secret is None:
                 failure = _not_found(name)
+            elif not secret.policy.readable:
+                failure = use_only(name)  # before any version is looked at, or opened
             elif stored is None:
                 failure = NotFound(f"secret {name!r} has no version {wanted}")
             else:
                 try:
-                    revealed = RevealedSecret(secret, wanted, self.keyring.open(stored))
+                    value = self.keyring.open(
+                        stored, secret_tenant_id=secret.tenant_id, caller_tenant_id=caller.tenant_id
+                    )
+                    revealed = RevealedSecret(secret, wanted, value)
                 except IntegrityFailure:
                     log.error(
                         "stored ciphertext failed authentication",
@@ -264,6 +340,8 @@ class SecretService:
                 secret = tx.secret_by_name(caller.tenant_id, name)
                 if secret is None:
                     raise _not_found(name)
+                if not secret.policy.readable:
+                    raise use_only(name)
                 return tx.list_versions(secret.id)
 
         return self._audited(caller, Action.VERSIONS, name, work)
@@ -278,8 +356,11 @@ class SecretService:
         metadata: Mapping[str, Any] = UNSET,
         new_name: str | None = None,
         expected_version: int | None = None,
+        policy: PolicyInput = UNSET,
     ) -> SecretRecord:
-        """Change the given fields; a value makes a new version, ``new_name`` renames."""
+        """Change the given fields; a value makes a new version, ``new_name`` renames,
+        ``policy`` changes the fields of the policy it gives (loosening needs
+        ``secrets:admin``)."""
         return self._update(
             caller,
             _Target(name=name),
@@ -288,6 +369,7 @@ class SecretService:
             metadata=metadata,
             new_name=new_name,
             expected_version=expected_version,
+            policy=policy,
         )
 
     def update_by_id(
@@ -299,6 +381,7 @@ class SecretService:
         description: str | None = UNSET,
         metadata: Mapping[str, Any] = UNSET,
         new_name: str | None = None,
+        policy: PolicyInput = UNSET,
     ) -> SecretRecord:
         """:meth:`update` of the caller's tenant's secret with that id."""
         return self._update(
@@ -309,6 +392,7 @@ class SecretService:
             metadata=metadata,
             new_name=new_name,
             expected_version=None,
+            policy=policy,
         )
 
     def _update(
@@ -321,6 +405,7 @@ class SecretService:
         metadata: Mapping[str, Any],
         new_name: str | None,
         expected_version: int | None,
+        policy: PolicyInput = UNSET,
     ) -> SecretRecord:
         renames = target.name is not None and new_name is not None and new_name != target.name
         attempt = _Attempt(Action.RENAME if renames else Action.UPDATE, target.name, target.id)
@@ -350,10 +435,27 @@ class SecretService:
                     if value is not None:
                         changed = replace(changed, version=current.version + 1)
                         fields.append("value")
+                    loosened: list[str] = []
+                    if policy is not UNSET:
+                        new_policy = resolve_policy(current.policy, policy)
+                        loosened = current.policy.loosenings(new_policy)
+                        if loosened and not grants(caller.scopes, "secrets:admin"):
+                            # Raised inside the transaction: nothing of the call is kept.
+                            raise Forbidden(
+                                f"this change to the policy of secret {name!r} "
+                                f"{' and '.join(loosened)}: loosening a policy needs the "
+                                "'secrets:admin' scope (tightening needs only 'secrets:write')"
+                            )
+                        if new_policy != current.policy:
+                            changed = replace(changed, policy=new_policy)
+                            fields.append("policy")
                     if new_name is not None and new_name != name:
                         changed = replace(changed, name=new_name)
                     elif not fields:
-                        return current  # renamed to its own name: nothing changes
+                        # Nothing changes (renamed to its own name, or a policy as it
+                        # was); the call is still recorded, as every write call is.
+                        self._succeeded(tx, caller, Action.UPDATE, current, "no change")
+                        return current
                     tx.update_secret(changed)
                     if value is not None:
                         self._seal_version(tx, caller, changed, value, now)
@@ -363,6 +465,8 @@ class SecretService:
                         )
                     if fields:
                         detail = f"changed {', '.join(fields)}; version {changed.version}"
+                        if "policy" in fields and loosened:
+                            detail += f"; the policy change {' and '.join(loosened)}"
                         self._succeeded(tx, caller, Action.UPDATE, changed, detail)
             except NameTaken:
                 raise Conflict(f"secret {new_name!r} already exists") from None
@@ -379,11 +483,13 @@ class SecretService:
         description: str | None = UNSET,
         metadata: Mapping[str, Any] = UNSET,
         expected_version: int | None = None,
+        policy: PolicyInput = UNSET,
     ) -> tuple[SecretRecord, bool]:
         """Create the secret, or give it a new value; True when it was created.
 
-        Fields left out keep their values on an existing secret. With
-        ``expected_version`` the secret must exist at that version.
+        Fields left out keep their values on an existing secret (a policy's fields too:
+        ``policy`` is laid over the current policy, or the default one when creating).
+        With ``expected_version`` the secret must exist at that version.
         """
         self._authorize(caller, "secrets:write", Action.UPDATE, name)
         with self.store.read() as tx:
@@ -396,6 +502,7 @@ class SecretService:
                     value,
                     None if description is UNSET else description,
                     None if metadata is UNSET else metadata,
+                    None if policy is UNSET else policy,
                 )
             except Conflict:
                 pass  # created concurrently since we looked: replace it instead
@@ -408,6 +515,7 @@ class SecretService:
             description=description,
             metadata=metadata,
             expected_version=expected_version,
+            policy=policy,
         )
         return updated, False
 

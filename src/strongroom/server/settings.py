@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_MASTER_KEY_FILE = Path("data/master.key")
@@ -55,12 +55,35 @@ class Settings(BaseSettings):
     tool_sqlite_dir: Path | None = Field(
         None, description="directory database/query steps may open SQLite files in (off if unset)"
     )
+    task_max_steps: int = Field(100, ge=1, le=10_000, description="steps in one task")
+    task_max_result_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="bytes of one step's stored result (a tool's answer, an expression's value)",
+    )
+    task_max_execution_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="bytes one execution may store in all its steps"
+    )
+    task_concurrency: int = Field(
+        8, ge=1, le=1024, description="executions running at once, all tenants and processes"
+    )
+    task_concurrency_per_tenant: int = Field(
+        4, ge=1, le=1024, description="executions of one tenant running at once"
+    )
     executor_id: str = Field(
         "local",
         min_length=1,
         max_length=128,
         description="this process's stable id in the execution engine (one per worker)",
     )
+
+    @model_validator(mode="after")
+    def _task_concurrency(self) -> Settings:
+        if self.task_concurrency_per_tenant > self.task_concurrency:
+            raise ValueError(
+                "STRONGROOM_TASK_CONCURRENCY_PER_TENANT cannot exceed STRONGROOM_TASK_CONCURRENCY"
+            )
+        return self
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_auth_failures")
     @classmethod

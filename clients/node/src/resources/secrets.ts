@@ -29,8 +29,8 @@ export class Secrets {
 
   /** Create a secret; `SecretAlreadyExistsError` (`conflict`) if the name is taken. */
   async create(params: SecretCreateParams, options?: RequestOptions): Promise<Secret> {
-    const { name, value, description, metadata } = params;
-    const op = ops.createSecret(requireString(name, "name"), value, description, metadata);
+    const { name, value, description, metadata, policy } = params;
+    const op = ops.createSecret(requireString(name, "name"), value, description, metadata, policy);
     return this.#transport.send(op, options);
   }
 
@@ -68,7 +68,8 @@ export class Secrets {
 
   /**
    * Change only the fields given: `description: null` clears it, `metadata` replaces the
-   * whole object, `newName` renames, `expectedVersion` makes it conditional.
+   * whole object, `newName` renames, `expectedVersion` makes it conditional, `policy`
+   * changes the policy fields it gives (loosening needs the `secrets:admin` scope).
    */
   async update(params: SecretUpdateParams, options?: RequestOptions): Promise<Secret> {
     const { name, ...changes } = params;
@@ -77,8 +78,15 @@ export class Secrets {
 
   /** Create the secret, or give it a new value (fields left out keep theirs). */
   async upsert(params: SecretUpsertParams, options?: RequestOptions): Promise<Secret> {
-    const { name, value, description, metadata, expectedVersion } = params;
-    const op = ops.putSecret(requireString(name, "name"), value, description, metadata, expectedVersion);
+    const { name, value, description, metadata, expectedVersion, policy } = params;
+    const op = ops.putSecret(
+      requireString(name, "name"),
+      value,
+      description,
+      metadata,
+      expectedVersion,
+      policy,
+    );
     return this.#transport.send(op, options);
   }
 

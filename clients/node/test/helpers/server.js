@@ -32,7 +32,7 @@ export async function freePort() {
 
 /**
  * Start `strongroom serve` and issue an API key with every scope for tenant `default`.
- * `env` adds server settings. Returns `{ baseURL, apiKey, stop() }`.
+ * `env` adds server settings. Returns `{ baseURL, apiKey, stop(), issueKey(scopes) }`.
  */
 export async function startServer(env = {}) {
   const dir = await mkdtemp(join(tmpdir(), "strongroom-node-"));
@@ -69,6 +69,13 @@ export async function startServer(env = {}) {
     await rm(dir, { recursive: true, force: true });
   };
 
+  /** Another API key for tenant `default`, with these scopes (every scope when none). */
+  const issueKey = async (scopes = []) => {
+    const args = ["keys", "create", "--tenant", "default", "--quiet", ...scopes.flatMap((s) => ["--scope", s])];
+    const { stdout: issued } = await promisify(execFile)(STRONGROOM, args, { env: settings, cwd: dir });
+    return issued.trim();
+  };
+
   try {
     await waitReady(baseURL, exited);
   } catch (error) {
@@ -76,7 +83,7 @@ export async function startServer(env = {}) {
     await stop();
     throw new Error(`${error.message}\n--- server log ---\n${output}`);
   }
-  return { baseURL, apiKey, stop, logPath };
+  return { baseURL, apiKey, stop, logPath, issueKey };
 }
 
 /** Poll `/healthz` until it answers 200: readiness, not a guess at how long start-up takes. */

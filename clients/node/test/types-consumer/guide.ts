@@ -13,6 +13,8 @@ import {
   type Execution,
   type Secret,
   type SecretList,
+  type SecretPolicy,
+  type SecretPolicyParams,
   type Timestamp,
 } from "strongroom";
 
@@ -104,6 +106,20 @@ async function rotateSecret(julep: Julep, secretName: string, newValue: string):
 await rotateSecret(julep, "stripe_api_key", "sk_test_new_value_after_rotation");
 await julep.secrets.rotate("stripe_api_key", "sk_live_new", { check: async (value) => value.startsWith("sk_") });
 
+// Usage policies: set on create, changed field by field, shown in camelCase
+const restricted = await julep.secrets.create({
+  name: "webhook_secret",
+  value: "whsec_...",
+  policy: { allowedDestinations: ["*.stripe.com"], allowedTools: ["http/request"], readable: false },
+});
+const policy: SecretPolicy = restricted.policy;
+const destinations: string[] | null = policy.allowedDestinations;
+const useOnly: boolean = !policy.readable;
+const change: SecretPolicyParams = { allowedTools: null };
+await julep.secrets.update({ name: "webhook_secret", policy: change });
+await julep.secrets.upsert({ name: "webhook_secret", value: "whsec_new", policy: { readable: false } });
+console.log(destinations, useOnly, policy.allowedTools);
+
 // Tasks: definitions written as plain objects, as in the guide
 const taskDefinition = {
   steps: [
@@ -147,3 +163,7 @@ await julep.tasks.execute({ task_id: task.id });
 const notADate: Date = got.createdAt;
 // @ts-expect-error -- not a status an execution has
 if (done.status === "done") console.log(notADate);
+// @ts-expect-error -- the wire's spelling; the Node SDK takes allowedDestinations
+await julep.secrets.update({ name: "a", policy: { allowed_destinations: ["api.stripe.com"] } });
+// @ts-expect-error -- readable is a boolean
+await julep.secrets.create({ name: "a", value: "v", policy: { readable: "false" } });

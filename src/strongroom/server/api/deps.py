@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from .. import audit
-from ..apikeys import format_problem, hash_api_key
+from ..apikeys import format_problem
 from ..audit import Action, Caller
 from ..crypto import Keyring
 from ..errors import RateLimited, Unauthorized
@@ -90,8 +90,10 @@ def authenticate(request: Request) -> Caller:
     problem = format_problem(key)
     if problem is not None:
         raise _refuse(request, problem)
-    with services_of(request).store.read() as tx:
-        record = tx.api_key_by_hash(hash_api_key(key))
+    running = services_of(request)
+    key_hash = running.keyring.hash_api_key(key)
+    with running.store.read() as tx:
+        record = tx.api_key_by_hash(key_hash)
     if record is None:
         raise _refuse(request, "API key is not recognised")
     if record.revoked_at is not None:

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, JsonValue
 
 from ..audit import Caller
 from ..errors import Conflict
-from ..secrets import UNSET
+from ..secrets import UNSET, write_answer
 from ..storage.base import SecretRecord
 from .deps import Services, authenticate, services
 from .schemas import (
@@ -103,7 +103,20 @@ class JulepDeleted(BaseModel):
     jobs: list[str]
 
 
-def _out(secret: SecretRecord) -> dict[str, Any]:
+def _out(
+    secret: SecretRecord,
+    caller: Caller | None = None,
+    given: frozenset[str] | set[str] = frozenset(),
+) -> dict[str, Any]:
+    """A Secret in Julep's shape (it has no policy: a write here leaves the policy as it
+    is). With ``caller``, a write call's answer: only what the caller may see."""
+    if caller is not None:
+        secret = write_answer(
+            caller,
+            secret,
+            sent_description="description" in given,
+            sent_metadata="metadata" in given,
+        )
     return {
         "id": secret.id,
         "name": secret.name,
@@ -135,7 +148,7 @@ def create_secret(body: JulepSecretCreate, caller: Auth, svc: Svc) -> dict[str, 
     except Conflict as error:
         _final(error)
         raise
-    return _out(secret)
+    return _out(secret, caller, body.model_fields_set)
 
 
 @router.get(
@@ -176,7 +189,9 @@ def update_secret(
     except Conflict as error:
         _final(error)
         raise
-    return _out(secret)
+    # A null description or metadata keeps the current one: only a value was sent.
+    sent = {field for field in ("description", "metadata") if getattr(body, field) is not None}
+    return _out(secret, caller, sent)
 
 
 @router.delete(

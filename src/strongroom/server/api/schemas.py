@@ -15,9 +15,12 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    StrictBool,
 )
 
 from ..._names import NAME_MAX, NAME_PATTERN, name_problem
+from .. import policy
+from ..secrets import known_tools
 from ..storage.base import Page
 
 DESCRIPTION_MAX = 1000
@@ -117,12 +120,86 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# -- usage policies ---------------------------------------------------------------------------
+# What JSON Schema can say of a destination: text without spaces or slashes (no URL). The
+# rest of its grammar (host, *.domain, IP address, :port) is policy.py's, which refuses
+# an entry it cannot read with a 422 located at the entry.
+Destination = Annotated[
+    str,
+    Field(
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": policy.MAX_ENTRY_LENGTH,
+            "pattern": "^[^\\s/]+$",
+            "examples": ["api.stripe.com", "*.stripe.com", "api.stripe.com:443", "[2001:db8::1]"],
+        }
+    ),
+]
+# The tools a task step can call, and each of their operations: a tool name alone allows
+# every operation of it.
+TOOL_NAMES = sorted(
+    list(known_tools())
+    + [
+        f"{name}/{operation}"
+        for name, operations in known_tools().items()
+        for operation in operations
+    ]
+)
+ToolName = Annotated[str, Field(json_schema_extra={"enum": list(TOOL_NAMES)})]
+DestinationList = Annotated[list[Destination], Field(max_length=policy.MAX_ENTRIES)]
+ToolList = Annotated[list[ToolName], Field(max_length=policy.MAX_ENTRIES)]
+
+
+class SecretPolicyChange(Strict):
+    """A secret's usage policy, as a request gives it. Creating a secret, a field left out
+    has its default (no restriction, readable); updating one (PATCH, or PUT of an existing
+    secret), a field left out keeps its value. Loosening an existing policy (readable
+    again, a list widened or removed) needs the ``secrets:admin`` scope."""
+
+    allowed_destinations: DestinationList | None = Field(
+        default=None,
+        description="hosts tasks may send the secret (or anything made from it) to: "
+        "api.stripe.com, api.stripe.com:443, *.stripe.com (subdomains only), an IP address; "
+        "null: no restriction; []: nowhere",
+    )
+    allowed_tools: ToolList | None = Field(
+        default=None,
+        description="tools (http) or tool/operation (http/request) that may use the secret; "
+        "null: every tool; []: none",
+    )
+    readable: StrictBool = Field(
+        default=True,
+        description="false makes it use-only: tasks can use it, no API key can read its value",
+    )
+
+    def change(self) -> dict[str, Any]:
+        """The fields this request gave, as the secrets service takes a policy change."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """The schema of a field that may be left out but not be null: its Python default,
+    ``None``, is "not given", not a value a request may send (the route refuses a null).
+    (``X | None`` rather than ``SkipJsonSchema``: a nullable field's errors are located
+    at the field, ``body.policy.readable``, not under a union member's name.)"""
+    schema.pop("default", None)
+    branches = [b for b in schema.pop("anyOf", []) if b != {"type": "null"}]
+    if len(branches) == 1:
+        schema.update(branches[0])
+    elif branches:
+        schema["anyOf"] = branches
+
+
+PolicyField = Annotated[SecretPolicyChange | None, Field(json_schema_extra=_not_null)]
+
+
 # -- requests ---------------------------------------------------------------------------------
 class SecretCreate(Strict):
     name: SecretName
     value: Value
     description: Description = None
     metadata: Metadata = None
+    policy: PolicyField = None
 
 
 def _update_schema(schema: dict[str, Any]) -> None:
@@ -134,6 +211,7 @@ def _update_schema(schema: dict[str, Any]) -> None:
         {"required": ["description"]},
         {"required": ["metadata"]},
         {"required": ["new_name"], "properties": {"new_name": {"type": "string"}}},
+        {"required": ["policy"]},
     ]
 
 
@@ -147,15 +225,29 @@ class SecretUpdate(Strict):
     metadata: Metadata = None
     new_name: SecretName | None = None
     expected_version: Annotated[int | None, Field(ge=1)] = None
+    policy: PolicyField = None
 
 
 class SecretPut(Strict):
     value: Value
     description: Description = None
     metadata: Metadata = None
+    policy: PolicyField = None
 
 
 # -- responses --------------------------------------------------------------------------------
+class SecretPolicy(BaseModel):
+    """A secret's usage policy; the default restricts nothing."""
+
+    allowed_destinations: list[str] | None = Field(
+        description="hosts tasks may send the secret to; null: no restriction"
+    )
+    allowed_tools: list[str] | None = Field(
+        description="tools (or tool/operation) that may use the secret; null: every tool"
+    )
+    readable: bool = Field(description="false: use-only, no API key can read the value")
+
+
 class Secret(BaseModel):
     id: str
     name: str
@@ -165,6 +257,7 @@ class Secret(BaseModel):
     version: int
     created_at: Timestamp
     updated_at: Timestamp
+    policy: SecretPolicy
 
 
 class SecretList(BaseModel):

@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..audit import Caller
 from ..errors import Detail, ValidationFailed
-from ..secrets import UNSET, RevealedSecret
+from ..policy import DEFAULT_POLICY
+from ..secrets import UNSET, RevealedSecret, resolve_policy, write_answer
 from ..storage.base import SecretRecord
 from . import schemas
 from .deps import Services, authenticate, services
@@ -60,7 +61,36 @@ def secret_out(
         "version": secret.version if version is None else version,
         "created_at": secret.created_at,
         "updated_at": secret.updated_at,
+        "policy": secret.policy.to_json(),
     }
+
+
+def _answer(caller: Caller, secret: SecretRecord, given: set[str]) -> dict[str, Any]:
+    """A write call's answer: only what the caller may see (see ``write_answer``)."""
+    return secret_out(
+        write_answer(
+            caller,
+            secret,
+            sent_description="description" in given,
+            sent_metadata="metadata" in given,
+        )
+    )
+
+
+def _policy_change(
+    body: schemas.SecretCreate | schemas.SecretUpdate | schemas.SecretPut,
+) -> dict[str, Any] | Any:
+    """The policy fields the request gives (``UNSET`` when it gives none), each entry
+    checked here so that a bad one is reported where the request holds it:
+    ``body.policy.allowed_destinations[1]``."""
+    if "policy" not in body.model_fields_set:
+        return UNSET
+    if body.policy is None:
+        message = "policy cannot be null: leave it out to keep the policy"
+        raise ValidationFailed(f"body.policy: {message}", [Detail("body.policy", message)])
+    change = body.policy.change()
+    resolve_policy(DEFAULT_POLICY, change, where="body.policy")
+    return change
 
 
 def _check_value(svc: Services, value: str | None) -> None:
@@ -117,10 +147,17 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
 )
 async def create_secret(body: schemas.SecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
     _check_value(svc, body.value)
+    policy = _policy_change(body)
     secret = await run_in_threadpool(
-        svc.secrets.create, caller, body.name, body.value, body.description, body.metadata
+        svc.secrets.create,
+        caller,
+        body.name,
+        body.value,
+        body.description,
+        body.metadata,
+        None if policy is UNSET else policy,
     )
-    return secret_out(secret)
+    return _answer(caller, secret, body.model_fields_set)
 
 
 @router.get(
@@ -208,9 +245,10 @@ async def update_secret(
         )
     changes = given - {"expected_version"} - (set() if body.new_name else {"new_name"})
     if not changes:
-        message = "nothing to update: give value, description, metadata or new_name"
+        message = "nothing to update: give value, description, metadata, new_name or policy"
         raise ValidationFailed(message, [Detail("body", message)])
     _check_value(svc, body.value)
+    policy = _policy_change(body)
     secret = await run_in_threadpool(
         svc.secrets.update,
         caller,
@@ -220,8 +258,9 @@ async def update_secret(
         metadata=(body.metadata or {}) if "metadata" in given else UNSET,
         new_name=body.new_name,
         expected_version=_expected_version(body.expected_version, if_match),
+        policy=policy,
     )
-    return secret_out(secret)
+    return _answer(caller, secret, given)
 
 
 @router.put(
@@ -248,9 +287,10 @@ async def put_secret(
         description=body.description if "description" in given else UNSET,
         metadata=(body.metadata or {}) if "metadata" in given else UNSET,
         expected_version=_expected_version(None, if_match),
+        policy=_policy_change(body),
     )
     response.status_code = 201 if created else 200
-    return secret_out(secret)
+    return _answer(caller, secret, given)
 
 
 @router.delete(

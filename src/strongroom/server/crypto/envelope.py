@@ -67,3 +67,5 @@ def blob_dek_aad(kind: str, context: tuple[str, ...]) -> bytes:
 
 BARRIER_AAD = b"strongroom|barrier|v1"
 BARRIER_PLAINTEXT = b"strongroom barrier verifier"
+# The API-key HMAC key, wrapped by the master key (barrier row 2; see keyring.py).
+API_KEY_HMAC_AAD = b"strongroom|api-key-hmac|v1"

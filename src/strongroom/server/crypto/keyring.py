@@ -4,15 +4,19 @@ The master key never encrypts data. It opens the barrier verifier (so a wrong ke
 refused at start-up) and unwraps the KEKs. Each secret version has its own data key
 (DEK), wrapped by the KEK that was active when it was written; rotation rewraps DEKs
 under a new KEK without touching the value ciphertext.
+
+The keyring also holds the key API keys are hashed under (see ``apikeys.py``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from dataclasses import replace
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..apikeys import hash_api_key, rehash_legacy
 from ..storage.base import KeyringEntry, NameTaken, Sealed, Store, StoredVersion, Transaction
 from . import envelope
 from .envelope import IntegrityFailure
@@ -42,6 +46,7 @@ class Keyring:
         self._master = AESGCM(master_key)
         self._store = store
         self._keks: dict[int, AESGCM] = {}
+        self._api_key_mac: bytes | None = None
         self._lock = threading.Lock()
 
     # -- start-up -------------------------------------------------------------------------
@@ -77,6 +82,47 @@ class Keyring:
                         "with (barrier verifier check failed); refusing to start"
                     ) from None
             self._load(tx)
+            self._api_key_mac = self._api_key_hmac_key(tx, now)
+
+    def _api_key_hmac_key(self, tx: Transaction, now: dt.datetime) -> bytes:
+        """The key API keys are hashed under, made (and every stored key converted to it)
+        the first time a database is unsealed by a version that has it.
+
+        A random key wrapped by the master key, not one derived from the master key: a
+        future change of master key rewraps this key, and every API key stays valid.
+
+        Its row's presence means "converted": the conversion runs once, in the
+        transaction that creates the row (another process doing the same meets the
+        row's unique id, rolls back and reads this one's), so a row later written in the
+        old ``sha256hex(key)`` form is never converted, and never authorises anything.
+        """
+        wrapped = tx.api_key_hmac_key()
+        if wrapped is not None:
+            try:
+                return envelope.decrypt(self._master, wrapped, envelope.API_KEY_HMAC_AAD)
+            except IntegrityFailure:
+                raise KeyringDamaged(
+                    "the API key HMAC key (barrier row 2) failed authentication: the row was "
+                    "altered or copied from another database; restore it from a backup"
+                ) from None
+        mac_key = envelope.new_key()
+        # The row first: a concurrent unseal waits on it, then fails, before converting.
+        tx.insert_api_key_hmac_key(
+            envelope.encrypt(self._master, mac_key, envelope.API_KEY_HMAC_AAD), now
+        )
+        changes = []
+        for key_id, stored in tx.api_key_hashes():
+            converted = rehash_legacy(mac_key, stored)
+            if converted is not None:
+                changes.append((key_id, stored, converted))
+        tx.replace_api_key_hashes(changes)
+        return mac_key
+
+    def hash_api_key(self, key: str) -> str:
+        """What is stored for API key ``key``, and looked up to authenticate it."""
+        if self._api_key_mac is None:
+            raise RuntimeError("the keyring is sealed: unseal() it before hashing API keys")
+        return hash_api_key(self._api_key_mac, key)
 
     def _load(self, tx: Transaction) -> None:
         keks = {}
@@ -132,12 +178,26 @@ class Keyring:
             envelope.dek_aad(stored.tenant_id, stored.secret_id, stored.version),
         )
 
-    def open(self, stored: StoredVersion) -> str:
-        dek = self._dek(stored)
+    def open(self, stored: StoredVersion, *, secret_tenant_id: str, caller_tenant_id: str) -> str:
+        """The plaintext of one version, for a caller of ``caller_tenant_id``.
+
+        The version row, the secret row it belongs to and the caller must name the same
+        tenant, and the associated data is built from the caller's: a tenant column
+        rewritten in the database (moving a secret to another tenant) is an
+        ``IntegrityFailure``, and so is rewriting all of them consistently, since the
+        ciphertext stays bound to the tenant that sealed it. The associated data is the
+        same bytes as when sealed, so every stored row stays valid.
+        """
+        if not stored.tenant_id == secret_tenant_id == caller_tenant_id:
+            raise IntegrityFailure(
+                "the version, its secret and the caller belong to different tenants"
+            )
+        bound = replace(stored, tenant_id=caller_tenant_id)
+        dek = self._dek(bound)
         plaintext = envelope.decrypt(
             AESGCM(dek),
-            stored.sealed.ciphertext,
-            envelope.value_aad(stored.tenant_id, stored.secret_id, stored.version),
+            bound.sealed.ciphertext,
+            envelope.value_aad(caller_tenant_id, bound.secret_id, bound.version),
         )
         return plaintext.decode()
 

@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ..policy import DEFAULT_POLICY, SecretPolicy
+
 
 class StorageError(Exception):
     """Base of the errors storage raises on purpose."""
@@ -93,6 +95,8 @@ class SecretRecord:
     version: int
     created_at: dt.datetime
     updated_at: dt.datetime
+    # Last, with a default: records built positionally before policies existed still are.
+    policy: SecretPolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +203,9 @@ class Transaction(ABC):
     def tenant_by_name(self, name: str) -> Tenant | None: ...
 
     @abstractmethod
+    def tenant_by_id(self, tenant_id: str) -> Tenant | None: ...
+
+    @abstractmethod
     def insert_tenant(self, tenant: Tenant) -> None: ...
 
     @abstractmethod
@@ -224,6 +231,22 @@ class Transaction(ABC):
     @abstractmethod
     def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None:
         """Raises :class:`NameTaken` when another process initialised the barrier first."""
+
+    @abstractmethod
+    def api_key_hmac_key(self) -> bytes | None:
+        """The wrapped API-key HMAC key, or None before the first unseal that made it."""
+
+    @abstractmethod
+    def insert_api_key_hmac_key(self, wrapped: bytes, at: dt.datetime) -> None:
+        """Raises :class:`NameTaken` when another process made it first."""
+
+    @abstractmethod
+    def api_key_hashes(self) -> list[tuple[str, str]]:
+        """``(key id, stored hash)`` of every API key, revoked ones included."""
+
+    @abstractmethod
+    def replace_api_key_hashes(self, changes: Sequence[tuple[str, str, str]]) -> None:
+        """Set each ``(key id, old hash, new hash)``'s hash, where it is still ``old``."""
 
     @abstractmethod
     def keyring_entries(self, *, for_update: bool = False) -> list[KeyringEntry]:

@@ -66,7 +66,11 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
 )
 
-# The barrier: one row whose ciphertext only the right master key opens.
+# The barrier: ciphertexts only the right master key opens. Row 1 is the verifier that
+# refuses a wrong master key at start-up; row 2 holds the API-key HMAC key, wrapped (the
+# column is named for row 1; a row of its own kept API keys free of a schema change).
+BARRIER_VERIFIER = 1
+BARRIER_API_KEY_HMAC = 2
 barrier = sa.Table(
     "barrier",
     metadata,
@@ -97,6 +101,9 @@ secrets = sa.Table(
     sa.Column("version", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The usage policy as JSON (SecretPolicy.to_json); NULL is the default, which
+    # restricts nothing (migration 0004).
+    sa.Column("policy_json", sa.Text(), nullable=True),
     sa.UniqueConstraint("tenant_id", "name", name="uq_secrets_tenant_name"),
 )
 

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
+from ..policy import DEFAULT_POLICY, SecretPolicy
 from . import schema as t
 from .base import (
     ApiKeyRecord,
@@ -73,7 +74,19 @@ def _secret(row: Row[Any]) -> SecretRecord:
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        policy=_policy(row.policy_json),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy(text: str | None) -> SecretPolicy:
+    """A stored policy (NULL: the default). Policies are immutable and few distinct ones
+    exist, so each text is parsed once rather than on every read of its secret."""
+    return DEFAULT_POLICY if text is None else SecretPolicy.from_json(json.loads(text))
+
+
+def _policy_json(policy: SecretPolicy) -> str | None:
+    return None if policy.is_default else json.dumps(policy.to_json())
 
 
 def _api_key(row: Row[Any]) -> ApiKeyRecord:
@@ -286,6 +299,10 @@ class SQLTransaction(Transaction):
         row = self._one(sa.select(t.tenants).where(t.tenants.c.name == name))
         return Tenant(row.id, row.name, row.created_at) if row else None
 
+    def tenant_by_id(self, tenant_id: str) -> Tenant | None:
+        row = self._one(sa.select(t.tenants).where(t.tenants.c.id == tenant_id))
+        return Tenant(row.id, row.name, row.created_at) if row else None
+
     def insert_tenant(self, tenant: Tenant) -> None:
         with self.store.unique_violation_as_name_taken():
             self.conn.execute(
@@ -334,12 +351,45 @@ class SQLTransaction(Transaction):
 
     # -- barrier and keyring --------------------------------------------------------------
     def barrier_verifier(self) -> bytes | None:
-        row = self._one(sa.select(t.barrier.c.verifier).where(t.barrier.c.id == 1))
+        row = self._one(sa.select(t.barrier.c.verifier).where(t.barrier.c.id == t.BARRIER_VERIFIER))
         return bytes(row.verifier) if row else None
 
     def insert_barrier_verifier(self, verifier: bytes, at: dt.datetime) -> None:
         with self.store.unique_violation_as_name_taken():
-            self.conn.execute(t.barrier.insert().values(id=1, verifier=verifier, created_at=at))
+            self.conn.execute(
+                t.barrier.insert().values(id=t.BARRIER_VERIFIER, verifier=verifier, created_at=at)
+            )
+
+    def api_key_hmac_key(self) -> bytes | None:
+        stmt = sa.select(t.barrier.c.verifier).where(t.barrier.c.id == t.BARRIER_API_KEY_HMAC)
+        row = self._one(stmt)
+        return bytes(row.verifier) if row else None
+
+    def insert_api_key_hmac_key(self, wrapped: bytes, at: dt.datetime) -> None:
+        with self.store.unique_violation_as_name_taken():
+            self.conn.execute(
+                t.barrier.insert().values(
+                    id=t.BARRIER_API_KEY_HMAC, verifier=wrapped, created_at=at
+                )
+            )
+
+    def api_key_hashes(self) -> list[tuple[str, str]]:
+        stmt = sa.select(t.api_keys.c.id, t.api_keys.c.key_hash).order_by(t.api_keys.c.id)
+        return [(row.id, row.key_hash) for row in self.conn.execute(stmt)]
+
+    def replace_api_key_hashes(self, changes: Sequence[tuple[str, str, str]]) -> None:
+        if not changes:
+            return
+        stmt = (
+            t.api_keys.update()
+            .where(
+                t.api_keys.c.id == sa.bindparam("b_id"),
+                t.api_keys.c.key_hash == sa.bindparam("b_old"),
+            )
+            .values(key_hash=sa.bindparam("b_new"))
+        )
+        params = [{"b_id": key_id, "b_old": old, "b_new": new} for key_id, old, new in changes]
+        self.conn.execute(stmt, params)
 
     def keyring_entries(self, *, for_update: bool = False) -> list[KeyringEntry]:
         stmt = sa.select(t.keyring).order_by(t.keyring.c.id)
@@ -459,6 +509,7 @@ class SQLTransaction(Transaction):
             "version": secret.version,
             "created_at": secret.created_at,
             "updated_at": secret.updated_at,
+            "policy_json": _policy_json(secret.policy),
         }
 
     def insert_secret(self, secret: SecretRecord) -> None:

@@ -30,7 +30,10 @@ _FAULTS: dict[int, type[StorageUnavailable]] = {
 class SQLiteStore(SQLStore):
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout_s: float = 30.0):
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # A directory made here is private: it holds the database, its -wal and -shm
+            # files and the execution engine's state (files made under umask 077 by the
+            # commands; see cli/server_commands.py).
+            Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = sa.create_engine(
             f"sqlite:///{path}",
             connect_args={"timeout": busy_timeout_s, "check_same_thread": False},

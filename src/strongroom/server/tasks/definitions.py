@@ -103,8 +103,9 @@ def task_body(body: Mapping[str, Any]) -> tuple[Any, str]:
     return body, "body."
 
 
-def parse_task(body: Mapping[str, Any]) -> TaskDefinition:
-    """The task a ``POST /v1/tasks`` body defines; ``ValidationFailed`` lists every problem."""
+def parse_task(body: Mapping[str, Any], *, max_steps: int = MAX_STEPS) -> TaskDefinition:
+    """The task a ``POST /v1/tasks`` body defines; ``ValidationFailed`` lists every problem.
+    ``max_steps`` is the server's ``STRONGROOM_TASK_MAX_STEPS``."""
     task, prefix = task_body(body)
     problems = _Problems(prefix)
     if prefix == "body.task." and len(body) > 1:
@@ -124,8 +125,10 @@ def parse_task(body: Mapping[str, Any]) -> TaskDefinition:
         problems.add("steps", "is required: a list of steps")
     elif not steps:
         problems.add("steps", "must hold at least one step")
-    elif len(steps) > MAX_STEPS:
-        problems.add("steps", f"has {len(steps)} steps; at most {MAX_STEPS}")
+    elif len(steps) > max_steps:
+        problems.add(
+            "steps", f"has {len(steps)} steps; at most {max_steps} (STRONGROOM_TASK_MAX_STEPS)"
+        )
     else:
         outputs: dict[str, int] = {}
         for index, step in enumerate(steps):

@@ -24,6 +24,13 @@ resumed workflow replays the checkpointed steps, and the runner skips any step i
 table records as succeeded, so a finished step is never run twice; the step that was
 interrupted runs again.
 
+How many run at once is bounded on the queue (``TaskLimits``): ``concurrency`` executions in
+all (across every process sharing the queue) and ``concurrency_per_tenant`` of any one
+tenant (the queue is partitioned by tenant id), so a tenant whose runs hang on a silent
+upstream holds at most its own share of the workers and the others' runs go on. Executions
+enqueued by a version before the queue was partitioned are on ``LEGACY_QUEUE``, which is
+still listened to so they finish.
+
 DBOS is a process-wide singleton, so :class:`DurableEngine` is started once per process
 (by the ``serve`` and ``worker`` commands) and the workflow functions reach the runner
 through a module global.
@@ -35,7 +42,7 @@ import logging
 import threading
 from typing import Final
 
-from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetWorkflowID
+from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions, SetWorkflowID
 
 from .runner import GONE, Runner
 from .status import SUCCEEDED
@@ -43,7 +50,8 @@ from .status import SUCCEEDED
 log = logging.getLogger("strongroom.engine")
 
 APP_NAME: Final = "strongroom"
-QUEUE: Final = "strongroom_executions"
+QUEUE: Final = "strongroom_runs"  # partitioned by tenant id
+LEGACY_QUEUE: Final = "strongroom_executions"  # unpartitioned, before per-tenant limits
 # Bump when the workflow's sequence of steps changes: DBOS recovers a pending workflow only
 # in a process of the same application version. The workflow replays strongroom's own
 # tables, so a change of the code around it does not need a new version.
@@ -137,25 +145,44 @@ class DurableEngine:
             self._created = True
             _route_dbos_logs()
             DBOS.launch()
-            DBOS.register_queue(QUEUE, polling_interval_sec=POLLING_INTERVAL)
+            limits = self.runner.limits
+            DBOS.register_queue(
+                QUEUE,
+                global_concurrency=limits.concurrency,
+                worker_concurrency=limits.concurrency,
+                partition_concurrency=limits.concurrency_per_tenant,
+                polling_interval_sec=POLLING_INTERVAL,
+                on_conflict="always_update",
+            )
+            DBOS.register_queue(
+                LEGACY_QUEUE,
+                global_concurrency=limits.concurrency,
+                worker_concurrency=limits.concurrency,
+                polling_interval_sec=POLLING_INTERVAL,
+                on_conflict="always_update",
+            )
             self.reconcile()
         except BaseException:
             self.stop()
             raise
         log.info("execution engine started", extra={"executor_id": self.executor_id})
 
-    def submit(self, execution_id: str) -> None:
-        """Enqueue the execution's workflow; a second submit of the same id is a no-op."""
-        with SetWorkflowID(execution_id):
+    def submit(self, execution_id: str, tenant_id: str) -> None:
+        """Enqueue the execution's workflow in its tenant's partition; a second submit of
+        the same id is a no-op."""
+        with SetWorkflowID(execution_id), SetEnqueueOptions(queue_partition_key=tenant_id):
             DBOS.enqueue_workflow(QUEUE, execution_workflow, execution_id)
 
     def reconcile(self, batch: int = 1000) -> int:
         """Submit the unfinished executions (one recorded but never enqueued, say, because
         the process died in between). Enqueueing is idempotent per workflow id."""
         with self.runner.store.read() as tx:
-            unfinished = tx.unfinished_execution_ids(batch)
-        for execution_id in unfinished:
-            self.submit(execution_id)
+            unfinished = [tx.execution_by_id(i) for i in tx.unfinished_execution_ids(batch)]
+        for execution in unfinished:
+            if execution is None:
+                continue
+            execution_id = execution.id
+            self.submit(execution_id, execution.tenant_id)
             status = DBOS.get_workflow_status(execution_id)
             if status is not None and status.status in _ENDED:
                 # DBOS ended the workflow (it gave up, or was cancelled from outside)

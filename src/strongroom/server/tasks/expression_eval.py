@@ -15,7 +15,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .expression_runtime import EMPTY, HELPERS, Budget, ExpressionError, Tainted, kind
+from .expression_runtime import (
+    EMPTY,
+    HELPERS,
+    Budget,
+    ExpressionError,
+    Tainted,
+    WithheldError,
+    kind,
+)
 from .expression_syntax import (
     BINARY,
     COMPARE,
@@ -61,6 +69,10 @@ class Evaluation:
         self.budget = budget
         self.limits = budget.limits
         self._secrets: dict[str, str] = {}
+        # Every secret whose value (or a value derived from it) this evaluation has looked
+        # at so far. Once it is not empty, why an evaluation failed may depend on a secret
+        # ("index out of range", "could not convert"), so the reason is withheld.
+        self.touched: frozenset[str] = EMPTY
 
     def run(self, body: ast.expr) -> Tainted:
         """Evaluate one checked tree; errors are ``ExpressionError`` or the secret source's."""
@@ -68,14 +80,33 @@ class Evaluation:
             value, taint = self._eval(body)
         except _SecretSourceFailed as failed:
             raise failed.error from None
+        except ExpressionError as error:
+            raise self._withheld(error) from None
         except RecursionError:
-            raise ExpressionError("expression is nested too deeply to evaluate") from None
+            raise self._withheld(
+                ExpressionError("expression is nested too deeply to evaluate")
+            ) from None
         except MemoryError:
-            raise ExpressionError("expression ran out of memory") from None
+            raise self._withheld(ExpressionError("expression ran out of memory")) from None
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             # a path without its own message; the exception's text may hold a value
-            raise ExpressionError(f"evaluation failed ({type(exc).__name__})") from None
+            raise self._withheld(
+                ExpressionError(f"evaluation failed ({type(exc).__name__})")
+            ) from None
         return Tainted(value, taint)
+
+    def _withheld(self, error: ExpressionError) -> ExpressionError:
+        """``error``, or, once a secret-derived value was read, one that says only that the
+        expression failed: the reason could describe the value (its length, its first
+        character, whether it parses as a number), one refusal at a time."""
+        if not self.touched:
+            return error
+        return WithheldError(self.touched, error.location)
+
+    def _see(self, taint: frozenset[str]) -> frozenset[str]:
+        if taint:
+            self.touched |= taint
+        return taint
 
     def _eval(self, node: ast.expr) -> Value:
         self.budget.check_time()
@@ -85,7 +116,7 @@ class Evaluation:
             case ast.Name() | ast.Attribute() | ast.Subscript():
                 raw, taint = self._ref(node)
                 info = self.budget.inspect(raw)
-                return info.value, taint | info.taint
+                return info.value, self._see(taint | info.taint)
             case ast.JoinedStr():
                 return self._fstring(node)
             case ast.List(elts=elements) | ast.Tuple(elts=elements):
@@ -158,6 +189,7 @@ class Evaluation:
                 if is_secrets(base):
                     return self._secret(attr)
                 container, taint = self._ref(base)
+                self._see(taint | self._inner_taint(container))
                 if not isinstance(container, Mapping):
                     raise ExpressionError(
                         f"{ONLY_MAPPINGS}; {describe(base)} is of type {kind(container)}"
@@ -172,11 +204,19 @@ class Evaluation:
                     assert isinstance(index, ast.Constant)  # refused otherwise when checked
                     return self._secret(str(index.value))
                 container, taint = self._ref(base)
+                self._see(taint | self._inner_taint(container))
                 if isinstance(index, ast.Slice):
                     return self._slice(container, index, taint)
                 key, key_taint = self._eval(index)
                 return _unwrap(self._lookup(container, key, base, index), taint | key_taint)
         return self._eval(node)
+
+    def _inner_taint(self, container: Any) -> frozenset[str]:
+        """The taint inside a container about to be looked into: whether a key or an index
+        exists in it is itself derived from what it holds."""
+        if isinstance(container, Mapping | list | tuple):
+            return self.budget.inspect(container).taint
+        return EMPTY
 
     def _scope_value(self, name: str) -> Any:
         scope = self.scope
@@ -250,7 +290,7 @@ class Evaluation:
             if not isinstance(value, str):
                 raise ExpressionError(f"secret {name!r} is not text")
             self._secrets[name] = value
-        return value, frozenset((name,))
+        return value, self._see(frozenset((name,)))
 
     # -- operators -------------------------------------------------------------------------
 

@@ -41,6 +41,23 @@ class ExpressionError(Exception):
         return ExpressionError(self.message, location)
 
 
+class WithheldError(ExpressionError):
+    """An evaluation failed after it had read a secret-derived value: the reason is not
+    given, since it could describe the value. ``secrets`` names what was read."""
+
+    def __init__(self, secrets: frozenset[str], location: str = "") -> None:
+        names = ", ".join(sorted(secrets))
+        super().__init__(
+            f"the expression failed on a value derived from secrets ({names}); the reason "
+            "is withheld because it could describe the value",
+            location,
+        )
+        self.secrets = secrets
+
+    def at(self, location: str) -> ExpressionError:
+        return WithheldError(self.secrets, location)
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds on an expression's text and on one evaluation; the defaults suit step templates."""

@@ -19,6 +19,7 @@ Use, at task creation and then per run::
     rendered = template.evaluate(Scope(secrets=fetched, input=..., outputs=..., previous=...))
     rendered.value, rendered.secrets  # the arguments, and the secrets they derive from
     rendered.parts                    # each expression's own Tainted result, by location
+    rendered.result                   # the value with each secret-derived slot Tainted
 
 Public API:
 
@@ -39,8 +40,12 @@ Public API:
 - ``Tainted(value, secrets)``: results are returned as ``Tainted``, and an engine puts them
   back into later scopes unchanged, so taint is carried across steps. Taint is conservative:
   a result carries every secret any evaluated operand derived from (a condition included).
-- ``ExpressionError(message, location)``: the one error type (``InvalidTemplate`` is a
-  subclass). Messages may quote the expression text but never a value.
+- ``ExpressionError(message, location)``: the one error type (``InvalidTemplate`` and
+  ``WithheldError`` are subclasses). Messages may quote the expression text but never a
+  value; once an evaluation has read a secret-derived value, an error says only that it
+  failed (``WithheldError``), since its reason could describe the value.
+- ``Expression.bare_secret``: the name when the expression is ``secrets.x`` alone (a tool
+  may take it as a credential, see ``containment.classify``).
 - ``Limits``: the bounds, see ``expression_runtime.Limits``.
 
 Decisions:
@@ -82,6 +87,7 @@ from .expression_runtime import (
     ExpressionError,
     Limits,
     Tainted,
+    WithheldError,
     kind,
 )
 from .expression_syntax import SCOPE_NAMES, check, parse
@@ -100,6 +106,7 @@ __all__ = [
     "SecretSource",
     "Tainted",
     "Template",
+    "WithheldError",
     "compile_expression",
     "compile_template",
     "find_expressions",
@@ -119,7 +126,7 @@ def is_expression(value: object) -> bool:
 class Expression:
     """A ``$ `` expression, parsed and checked once, evaluated per run (immutable)."""
 
-    __slots__ = ("_body", "limits", "names", "secret_refs", "source", "text")
+    __slots__ = ("_body", "bare_secret", "limits", "names", "secret_refs", "source", "text")
 
     def __init__(self, text: str, limits: Limits = DEFAULT_LIMITS) -> None:
         source = text.removeprefix(PREFIX).strip()
@@ -132,6 +139,8 @@ class Expression:
         self.limits = limits
         self.secret_refs: frozenset[str] = reads.secrets
         self.names: frozenset[str] = reads.names
+        # ``secrets.x`` alone: the value as it is, which a tool may take as a credential
+        self.bare_secret: str | None = _bare_secret(body)
         self._body: ast.expr = body
 
     def __repr__(self) -> str:
@@ -140,6 +149,16 @@ class Expression:
     def evaluate(self, scope: Scope, *, timeout: float | None = None) -> Tainted:
         """The value and the secrets it derives from; ``ExpressionError`` if refused or late."""
         return Evaluation(scope, Budget(self.limits, timeout)).run(self._body)
+
+
+def _bare_secret(body: ast.expr) -> str | None:
+    """The secret's name when the expression is only ``secrets.x`` or ``secrets['x']``."""
+    match body:
+        case ast.Attribute(value=ast.Name(id="secrets"), attr=name):
+            return name
+        case ast.Subscript(value=ast.Name(id="secrets"), slice=ast.Constant(value=str(name))):
+            return name
+    return None
 
 
 # A tree takes ~200 bytes per character of text: cache the short texts steps are made of
@@ -213,11 +232,17 @@ class InvalidTemplate(ExpressionError):
 
 @dataclass(frozen=True, repr=False)
 class Rendered:
-    """A template's value with every expression replaced by its result."""
+    """A template's value with every expression replaced by its result.
+
+    ``value`` is plain (what a tool is given); ``result`` is the same value with each
+    secret-derived expression result wrapped in :class:`Tainted` where it stands, so a step
+    result keeps its taint slot by slot and a later step reading a clean slot of it is clean.
+    """
 
     value: Any
     secrets: frozenset[str]
     parts: Mapping[str, Tainted]  # each expression's own result, by location
+    result: Any = None
 
     def tainted(self) -> Tainted:
         return Tainted(self.value, self.secrets)
@@ -262,9 +287,20 @@ class Template:
                 return [build(child) for child in item]
             return item
 
+        def marked(item: Any) -> Any:
+            if isinstance(item, _Slot):
+                part = parts[item.location]
+                return part if part.secrets else part.value
+            if isinstance(item, dict):
+                return {key: marked(child) for key, child in item.items()}
+            if isinstance(item, list):
+                return [marked(child) for child in item]
+            return item
+
         value = build(self._shape)
         taint = EMPTY.union(*(part.secrets for part in parts.values()))
-        return Rendered(value, taint, MappingProxyType(parts))
+        result = marked(self._shape) if taint else value
+        return Rendered(value, taint, MappingProxyType(parts), result)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,26 +10,30 @@ what they return (a count, a status). Everything else lives in strongroom's own 
   cancellation is checked between steps.
 - A step's scope is built from the execution's input and the *full* results of the
   earlier steps, which are stored sealed by the keyring (associated data
-  ``strongroom|step|v1|<tenant>|<execution>|<index>``) and opened here; they keep their
-  taint, so a value derived from a secret stays known as such in later steps. The sealed
-  results are wiped when the execution ends.
-- Secrets are fetched lazily, per step: those the step's templates and ``secret_name``
-  read, plus those the earlier results derive from (so that a later output that echoes
-  them is still redacted). Each read goes through the keyring and is audited as
-  ``secret.read`` with a detail naming the execution and the step.
-- Every output, error and log line is redacted with a :class:`Redactor` of those secret
-  values plus every secret-derived (tainted) expression result. A tool's own result is
-  not tainted by the credential it was given (an answer is not derived from the key that
-  authorised it), but it is redacted like everything else; and since an answer may quote
-  what the tool was sent (an echo, an error page), the secrets a tool step read are
-  recorded with its result and redacted, as values, from every later step too.
+  ``strongroom|step|v1|<tenant>|<execution>|<index>``) with the taint of each part
+  (:func:`.containment.pack`), so a value derived from a secret stays marked as such in
+  every later step.
+- Secrets are fetched lazily, per step: those the step reads, plus those the earlier
+  results derive from or earlier tool steps were sent (for the redactor). Each read goes
+  through the keyring and is audited as ``secret.read`` naming the execution and step.
+- What a run shows is decided by taint (:mod:`.containment`): a secret-derived value is
+  replaced whole by ``[REDACTED:<names>]`` in outputs, and an error raised after a
+  secret-derived value was involved says only that it failed. A tool call is checked
+  against the usage policy of every secret it carries before it connects anywhere, and
+  its answer is tainted by the secrets it was sent as data (see ``answer_taint``).
+- Exact-value redaction is the second line: one :class:`Redactor` of the run's secret
+  values per execution (built once, extended as steps read more secrets) scrubs every
+  output, error and log line, and every tool answer that quotes a value back.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import datetime as dt
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,17 +43,26 @@ from .. import audit
 from ..audit import Action
 from ..crypto import IntegrityFailure, Keyring
 from ..crypto.keyring import STEP_RESULT, step_result_context
-from ..redact import NamedValue, Redactor, redacting
+from ..policy import DEFAULT_POLICY, SecretPolicy
+from ..redact import Redactor, marker, redacting
 from ..storage.base import ExecutionRecord, StepRecord, Store
+from . import containment
+from .containment import SecretUses
 from .definitions import CompiledStep, compile_steps
-from .expressions import ExpressionError, Rendered, Scope, Tainted
+from .expressions import ExpressionError, Scope, Tainted
+from .limits import DEFAULT_LIMITS, TaskLimits
 from .status import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from .tools import REGISTRY, Registry, ToolConfig, ToolContext, ToolError
+from .tools.base import PolicyRefused
+from .tools.context import Destination, DestinationGuard
 
 log = logging.getLogger("strongroom.engine")
 
 DEFAULT_STEP_TIMEOUT: Final = 300.0
 GONE: Final = "gone"  # the execution does not exist (any more)
+# Executions whose redactor a process keeps between steps (the oldest is dropped first;
+# a dropped one is rebuilt from the secrets the next step fetches anyway).
+_REDACTORS_KEPT: Final = 256
 
 
 class StepFailed(Exception):
@@ -63,89 +76,71 @@ class StepFailed(Exception):
 
 @dataclass(frozen=True)
 class _Prior:
-    """The results of the steps before the current one, as its scope sees them."""
+    """The results of the steps before the current one, as its scope sees them (with
+    their marks), and what they cost in storage so far."""
 
-    results: list[Tainted]
-    outputs: dict[str, Tainted]
+    results: list[Any]
+    outputs: dict[str, Any]
     sent: frozenset[str] = frozenset()  # secrets earlier tool steps were sent
+    stored_bytes: int = 0
 
     @property
     def taint(self) -> frozenset[str]:
-        return frozenset().union(*(result.secrets for result in self.results))
+        return frozenset().union(*(containment.taint_of(result) for result in self.results))
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Secrets one step fetched: their values and their usage policies, by name."""
+
+    values: dict[str, str]
+    policies: dict[str, SecretPolicy]
+
+    def policy(self, name: str) -> SecretPolicy:
+        """The policy of ``name``; the default for a secret deleted since an earlier step
+        read it (the execution's redactor still knows its value)."""
+        return self.policies.get(name, DEFAULT_POLICY)
+
+    def __repr__(self) -> str:  # values never in a traceback
+        return f"Fetched(names={sorted(self.values)!r})"
 
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# Texts inside a secret-derived container shorter than this are not registered as derived
-# values: taint is conservative (a whole list built with one secret is tainted), and
-# redacting every short word of it everywhere would make outputs unreadable.
-MIN_DERIVED_LEAF: Final = 8
-
-
-def _strings(value: Any) -> Iterable[str]:
-    """The texts in a JSON-like value (its string values, not its keys)."""
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
-
-
-def _derived(value: Any, secrets: frozenset[str], clean: frozenset[str]) -> list[NamedValue]:
-    """The values to redact as derived from ``secrets``: a whole text result, or the longer
-    texts inside a container result; never a text found verbatim in data that holds no
-    secret (``clean``: the run's input and definition, untainted results), which redacting
-    would not hide."""
-    if not secrets:
-        return []
-    if isinstance(value, str):
-        texts = [value] if value.strip() else []
-    else:
-        texts = [text for text in _strings(value) if len(text.strip()) >= MIN_DERIVED_LEAF]
-    return [(text, secrets) for text in texts if text not in clean]
+def _listed(names: Iterable[str]) -> str:
+    return ", ".join(repr(name) for name in sorted(names))
 
 
 class _StepRun:
-    """One attempt at one step: the scope it builds and the redactor that grows with it."""
+    """One attempt at one step: its secrets, its redactor, and what its tool call carried."""
 
     def __init__(self, runner: Runner, execution: ExecutionRecord, step: CompiledStep) -> None:
         self.runner = runner
         self.execution = execution
         self.step = step
         self.redactor = Redactor()
-        self.secrets: dict[str, str] = {}
-        self.clean: frozenset[str] = frozenset()
+        self.fetched = Fetched({}, {})
         self.running: StepRecord | None = None  # recorded with the secrets' reads
+        # A tool step's answer (and error) is tainted by these: see containment.answer_taint
+        self.answer_taint: frozenset[str] = frozenset()
+        # ... and its error by these too: a credential that is a URL, whose parts (a host,
+        # an origin) the tools' own messages quote
+        self.error_taint: frozenset[str] = frozenset()
 
-    def learn(self, derived: Iterable[NamedValue]) -> None:
-        self.redactor = self.redactor.with_values(derived)
-
-    def learn_rendered(self, rendered: Rendered) -> None:
-        for part in rendered.parts.values():
-            self.learn(_derived(part.value, part.secrets, self.clean))
-
-    def run(self, prior: _Prior) -> Tainted:
+    def run(self, prior: _Prior) -> Any:
         step = self.step
-        untainted = [r.value for r in prior.results if not r.secrets]
-        sources = (self.execution.input, self.execution.steps, untainted)
-        self.clean = frozenset(text for source in sources for text in _strings(source))
-        for result in prior.results:
-            self.learn(_derived(result.value, result.secrets, self.clean))
-        self.secrets = self.runner.fetch_secrets(
+        self.fetched = self.runner.fetch_secrets(
             self.execution,
             step.index,
             required=step.secret_refs,
             for_redaction=prior.taint | prior.sent,
             running=self.running,
         )
-        self.learn((value, name) for name, value in self.secrets.items())
+        self.redactor = self.runner.redactor_for(self.execution.id, self.fetched.values)
         scope = Scope(
-            secrets=self.secrets,
+            secrets=self.fetched.values,
             input=self.execution.input,
             inputs=self.execution.input,
             outputs=prior.outputs,
@@ -154,40 +149,98 @@ class _StepRun:
         )
         with redacting(self.redactor):
             if step.input is not None:
-                rendered = step.input.evaluate(scope)
-                self.learn_rendered(rendered)
-                scope = Scope(
-                    secrets=scope.secrets,
-                    input=rendered.tainted(),
-                    inputs=scope.inputs,
-                    outputs=scope.outputs,
-                    steps=scope.steps,
-                    previous=scope.previous,
-                )
+                scope = dataclasses.replace(scope, input=step.input.evaluate(scope).result)
             if step.expression is not None:
-                rendered = step.expression.evaluate(scope)
-                self.learn_rendered(rendered)
-                return rendered.tainted()
+                return step.expression.evaluate(scope).result
             return self._call_tool(scope)
 
-    def _call_tool(self, scope: Scope) -> Tainted:
+    def _call_tool(self, scope: Scope) -> Any:
+        step, runner = self.step, self.runner
+        assert step.tool is not None
+        assert step.operation is not None
+        rendered = step.arguments.evaluate(scope) if step.arguments is not None else None
+        slots = runner.registry.credential_slots(step.tool, step.operation)
+        uses = containment.classify(step.secret_name, step.arguments, rendered, slots)
+        # Second line at the sink: a secret's value that reached a data position without
+        # its mark (it came back in an earlier answer, say) counts as sent as data.
+        if uses.data_values:
+            scanned = json.dumps(uses.data_values, ensure_ascii=False, default=str)
+            uses = uses.with_data(self.redactor.names_in(scanned))
+        policies = {name: self.fetched.policy(name) for name in uses.all}
+        unscannable = runner.unscannable(self.fetched.values)
+        self.answer_taint = containment.answer_taint(uses, policies, unscannable)
+        values = self.fetched.values
+        self.error_taint = self.answer_taint | {
+            name for name in uses.credential if "://" in values.get(name, "")
+        }
+        self._check_tool(uses, policies)
+        context = ToolContext(
+            runner.tools,
+            deadline=time.monotonic() + runner.step_timeout,
+            tenant=runner.tenant_name(self.execution.tenant_id),
+            destination_guard=_destination_guard(uses, policies),
+        )
+        credential = self.fetched.values[step.secret_name] if step.secret_name else None
+        with redacting(self.redactor):
+            answer = runner.registry.call(
+                step.tool, step.operation, rendered.value if rendered else None, credential, context
+            )
+        # An answer that quotes a value it was sent (an echo, an error page) is scrubbed
+        # where it stands, so no later step can carry the value on unmarked.
+        answer = self.redactor.redact_json(answer)
+        return Tainted(answer, self.answer_taint) if self.answer_taint else answer
+
+    def _check_tool(self, uses: SecretUses, policies: Mapping[str, SecretPolicy]) -> None:
         step = self.step
         assert step.tool is not None
         assert step.operation is not None
-        arguments = None
-        if step.arguments is not None:
-            rendered = step.arguments.evaluate(scope)
-            self.learn_rendered(rendered)
-            arguments = rendered.value
-        credential = self.secrets[step.secret_name] if step.secret_name else None
-        context = ToolContext(
-            self.runner.tools, deadline=time.monotonic() + self.runner.step_timeout
-        )
-        with redacting(self.redactor):
-            result = self.runner.registry.call(
-                step.tool, step.operation, arguments, credential, context
+        refused = [
+            name for name in uses.all if not policies[name].allows_tool(step.tool, step.operation)
+        ]
+        if refused:
+            raise PolicyRefused(
+                f"the usage policy of secret {_listed(refused)} does not allow the tool "
+                f"{step.tool}/{step.operation} (allowed_tools)",
+                refused,
             )
-        return Tainted(result)
+
+    def error_message(self, error: ToolError) -> str:
+        """What a tool's error may say: nothing of its text when the call carried a secret
+        as data (an upstream may quote what it was sent, transformed or not) or a URL as a
+        credential (messages quote a URL's origin, a part the redactor cannot know)."""
+        if self.error_taint and not isinstance(error, PolicyRefused):
+            status = f", HTTP {error.status}" if error.status is not None else ""
+            return (
+                f"{self.step.tool}/{self.step.operation} failed ({error.code}{status}); the "
+                "message is withheld because the call carried values derived from secrets: "
+                f"{marker(self.error_taint)}"
+            )
+        return error.message
+
+
+def _destination_guard(uses: SecretUses, policies: Mapping[str, SecretPolicy]) -> DestinationGuard:
+    """The check a tool makes before reaching each destination: every secret the call
+    carries, however, must have a policy that lists it (or no destination list)."""
+    restricted = {
+        name: policies[name] for name in uses.all if policies[name].restricts_destinations
+    }
+
+    def guard(destination: Destination) -> None:
+        refused = sorted(
+            name
+            for name, policy in restricted.items()
+            if destination.host is None
+            or not policy.allows_destination(destination.host, destination.port)
+        )
+        if refused:
+            # The destination is not named: it may itself be derived from a secret.
+            raise PolicyRefused(
+                f"the usage policy of secret {_listed(refused)} does not allow sending it to "
+                "this destination (allowed_destinations)",
+                refused,
+            )
+
+    return guard
 
 
 class Runner:
@@ -201,12 +254,17 @@ class Runner:
         *,
         step_timeout: float = DEFAULT_STEP_TIMEOUT,
         registry: Registry = REGISTRY,
+        limits: TaskLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
         self.keyring = keyring
         self.tools = tools
         self.step_timeout = step_timeout
         self.registry = registry
+        self.limits = limits
+        self._redactors: collections.OrderedDict[str, Redactor] = collections.OrderedDict()
+        self._tenants: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     # -- the three calls the engine makes -------------------------------------------------
     def begin(self, execution_id: str) -> int:
@@ -247,16 +305,15 @@ class Runner:
             result = attempt.run(prior)
             # A tool's answer may quote what it was sent: later steps redact those secrets.
             sent = {"sent": sorted(step.secret_refs)} if step.tool and step.secret_refs else {}
-            payload = json.dumps(
-                {"value": result.value, "secrets": sorted(result.secrets), **sent},
-                separators=(",", ":"),
-                ensure_ascii=False,
-                allow_nan=False,  # the answer is JSON, which has no NaN or Infinity
-            ).encode()
+            payload = containment.pack(result, **sent)
+            output = attempt.redactor.redact_json(containment.shown(result))
+            self._check_size(prior, payload, output)
         except StepFailed as failure:
             return self._fail(attempt, started, failure.message, failure.code)
         except ToolError as error:
-            return self._fail(attempt, started, error.message, error.code)
+            return self._fail(
+                attempt, started, attempt.error_message(error), error.code, error=error
+            )
         except ExpressionError as error:
             return self._fail(attempt, started, str(error), "expression_error")
         except (TypeError, ValueError):
@@ -265,7 +322,6 @@ class Runner:
             with redacting(attempt.redactor):
                 log.exception("step crashed", extra={"execution_id": execution.id, "step": index})
             return self._fail(attempt, started, "internal error while running the step", "internal")
-        output = attempt.redactor.redact_json(result.value)
         with self.store.write() as tx:
             current = tx.execution_by_id(execution.id, for_update=True)
             running = current is not None and current.status == RUNNING
@@ -289,6 +345,25 @@ class Runner:
         if current is None:
             return GONE
         return SUCCEEDED if running else current.status
+
+    def _check_size(self, prior: _Prior, payload: bytes, output: Any) -> None:
+        """Refuse a result over the step's or the execution's storage budget."""
+        limits = self.limits
+        if len(payload) > limits.max_result_bytes:
+            raise StepFailed(
+                f"the step's result is {len(payload)} bytes, more than the "
+                f"{limits.max_result_bytes} a step may store (STRONGROOM_TASK_MAX_RESULT_BYTES)",
+                "result_too_large",
+            )
+        shown = len(json.dumps(output, ensure_ascii=False, default=str))
+        total = prior.stored_bytes + len(payload) + shown
+        if total > limits.max_execution_bytes:
+            raise StepFailed(
+                f"the execution would store {total} bytes, more than the "
+                f"{limits.max_execution_bytes} an execution may store "
+                "(STRONGROOM_TASK_MAX_EXECUTION_BYTES)",
+                "execution_too_large",
+            )
 
     def finish(self, execution_id: str) -> str:
         """End the execution: succeeded with the last step's output if every step did;
@@ -316,6 +391,7 @@ class Runner:
                     )
                     status = FAILED
             tx.wipe_step_results(execution.id)
+        self._forget(execution_id)
         log.info("execution finished", extra={"execution_id": execution_id, "status": status})
         return status
 
@@ -330,6 +406,7 @@ class Runner:
                 error={"step": None, "message": message},
             )
             tx.wipe_step_results(execution_id)
+        self._forget(execution_id)
 
     # -- parts ----------------------------------------------------------------------------
     def _prior(
@@ -339,9 +416,10 @@ class Runner:
         records: Mapping[int, StepRecord],
         index: int,
     ) -> _Prior:
-        results: list[Tainted] = []
-        outputs: dict[str, Tainted] = {}
+        results: list[Any] = []
+        outputs: dict[str, Any] = {}
         sent: set[str] = set()
+        stored_bytes = 0
         for earlier in steps[:index]:
             record = records.get(earlier.index)
             if record is None or record.status != SUCCEEDED or record.sealed is None:
@@ -354,12 +432,13 @@ class Runner:
                     f"the sealed result of steps[{earlier.index}] failed authentication"
                 ) from None
             stored = json.loads(plain)
-            result = Tainted(stored["value"], frozenset(stored["secrets"]))
+            result = containment.unpack(stored)
             sent.update(stored.get("sent", ()))
+            stored_bytes += len(plain) + len(json.dumps(record.output, ensure_ascii=False))
             results.append(result)
             if earlier.output is not None:
                 outputs[earlier.output] = result
-        return _Prior(results, outputs, frozenset(sent))
+        return _Prior(results, outputs, frozenset(sent), stored_bytes)
 
     def fetch_secrets(
         self,
@@ -369,20 +448,22 @@ class Runner:
         required: frozenset[str],
         for_redaction: frozenset[str] = frozenset(),
         running: StepRecord | None = None,
-    ) -> dict[str, str]:
+    ) -> Fetched:
         """Decrypt the named secrets of the execution's tenant, each read audited, in the
-        transaction that records the step as ``running`` (one transaction fewer per step).
+        transaction that records the step as ``running`` (one transaction fewer per step),
+        with their usage policies as they are now.
 
         ``required`` ones must exist; ``for_redaction`` ones (read by earlier steps) are
         skipped if they have gone since.
         """
         values: dict[str, str] = {}
+        policies: dict[str, SecretPolicy] = {}
         missing: list[str] = []
         damaged: list[str] = []
         detail = f"execution {execution.id} step {index}"
         names = sorted(required | for_redaction)
         if not names and running is None:
-            return values
+            return Fetched(values, policies)
         with self.store.write() as tx:
             if running is not None:
                 tx.save_step(running)
@@ -395,8 +476,13 @@ class Runner:
                     if name in required:
                         missing.append(name)
                 else:
+                    policies[name] = secret.policy
                     try:
-                        values[name] = self.keyring.open(stored)
+                        values[name] = self.keyring.open(
+                            stored,
+                            secret_tenant_id=secret.tenant_id,
+                            caller_tenant_id=execution.tenant_id,
+                        )
                     except IntegrityFailure:
                         outcome = "internal_error"
                         damaged.append(name)
@@ -419,13 +505,69 @@ class Runner:
         if damaged:
             listed = ", ".join(repr(name) for name in damaged)
             raise StepFailed(f"the stored ciphertext of secret {listed} failed authentication")
-        return values
+        return Fetched(values, policies)
 
-    def _fail(self, attempt: _StepRun, started: dt.datetime, message: str, code: str) -> str:
+    def redactor_for(self, execution_id: str, values: Mapping[str, str]) -> Redactor:
+        """The execution's redactor, extended with ``values`` (built once per execution in
+        this process; a value too long to compile is left to taint alone)."""
+        cap = self.limits.redact_max_value_chars
+        wanted = [(value, name) for name, value in values.items() if len(value) <= cap]
+        with self._lock:
+            redactor = self._redactors.pop(execution_id, None) or Redactor()
+            redactor = redactor.with_values(wanted)
+            self._redactors[execution_id] = redactor
+            while len(self._redactors) > _REDACTORS_KEPT:
+                self._redactors.popitem(last=False)
+        return redactor
+
+    def unscannable(self, values: Mapping[str, str]) -> frozenset[str]:
+        """The secrets too long for the redactor to look for (see ``redactor_for``)."""
+        cap = self.limits.redact_max_value_chars
+        return frozenset(name for name, value in values.items() if len(value) > cap)
+
+    def _forget(self, execution_id: str) -> None:
+        with self._lock:
+            self._redactors.pop(execution_id, None)
+
+    def tenant_name(self, tenant_id: str) -> str | None:
+        """The tenant's name (tools keep a tenant's files apart by it); names never change."""
+        name = self._tenants.get(tenant_id)
+        if name is None:
+            with self.store.read() as tx:
+                tenant = tx.tenant_by_id(tenant_id)
+            if tenant is None:
+                return None
+            name = self._tenants[tenant_id] = tenant.name
+        return name
+
+    def _fail(
+        self,
+        attempt: _StepRun,
+        started: dt.datetime,
+        message: str,
+        code: str,
+        *,
+        error: ToolError | None = None,
+    ) -> str:
         execution, index = attempt.execution, attempt.step.index
         message = attempt.redactor.redact(message)
         now = _now()
         with self.store.write() as tx:
+            if isinstance(error, PolicyRefused):
+                for name in error.secrets:
+                    audit.record(
+                        tx,
+                        audit.event(
+                            None,
+                            Action.USE,
+                            "forbidden",
+                            secret_name=name,
+                            detail=f"execution {execution.id} step {index}: "
+                            f"{attempt.step.tool}/{attempt.step.operation}",
+                            tenant_id=execution.tenant_id,
+                            key_id=execution.created_by,
+                        ),
+                    )
             tx.save_step(
                 StepRecord(
                     execution.id,
@@ -447,6 +589,7 @@ class Runner:
             )
             tx.wipe_step_results(execution.id)
             current = tx.execution_by_id(execution.id)
+        self._forget(execution.id)
         with redacting(attempt.redactor):
             log.info(
                 "step failed",

@@ -21,6 +21,7 @@ from ..errors import Forbidden, NotFound
 from ..ids import new_id
 from ..storage.base import ExecutionRecord, Page, StepRecord, Store, TaskRecord
 from .definitions import TaskDefinition, parse_task
+from .limits import DEFAULT_LIMITS, TaskLimits
 from .status import CANCELLED, QUEUED, RUNNING
 
 log = logging.getLogger("strongroom.tasks")
@@ -32,13 +33,13 @@ class Engine(Protocol):
     """Runs executions. ``submit`` must not raise for a transient failure: an execution
     left queued is picked up when an engine starts (see ``engine.DurableEngine``)."""
 
-    def submit(self, execution_id: str) -> None: ...
+    def submit(self, execution_id: str, tenant_id: str) -> None: ...
 
 
 class DeferredEngine:
     """No engine in this process: executions wait, queued, for one that starts later."""
 
-    def submit(self, execution_id: str) -> None:
+    def submit(self, execution_id: str, tenant_id: str) -> None:
         log.debug("execution queued for a later engine", extra={"execution_id": execution_id})
 
 
@@ -67,9 +68,12 @@ def _execution_not_found(execution_id: str) -> NotFound:
 
 
 class TaskService:
-    def __init__(self, store: Store, engine: Engine | None = None) -> None:
+    def __init__(
+        self, store: Store, engine: Engine | None = None, limits: TaskLimits = DEFAULT_LIMITS
+    ) -> None:
         self.store = store
         self.engine: Engine = engine or DeferredEngine()
+        self.limits = limits
 
     def _authorize(self, caller: Caller, action: Action | None = None) -> None:
         if not grants(caller.scopes, SCOPE):
@@ -83,7 +87,7 @@ class TaskService:
     ) -> tuple[TaskRecord, list[TaskWarning]]:
         """Check and store a task; warnings name the secrets it uses that do not exist yet."""
         self._authorize(caller, Action.TASK_CREATE)
-        definition: TaskDefinition = parse_task(body)
+        definition: TaskDefinition = parse_task(body, max_steps=self.limits.max_steps)
         now = dt.datetime.now(dt.UTC)
         task = TaskRecord(
             id=new_id(),
@@ -163,7 +167,7 @@ class TaskService:
             detail = f"task {task.id} execution {execution.id}"
             audit.record(tx, audit.event(caller, Action.TASK_EXECUTE, "success", detail=detail))
         try:
-            self.engine.submit(execution.id)
+            self.engine.submit(execution.id, execution.tenant_id)
         except Exception:
             # Recorded as queued: the next engine start picks it up.
             log.exception("could not hand the execution to the engine")

@@ -26,6 +26,7 @@ Errors::
 
     ToolError                 code: "tool_error" and more specific codes, see below
     ├── InvalidArguments      code "invalid_arguments": the evaluated arguments are wrong
+    ├── PolicyRefused         code "policy_refused": a secret's usage policy forbids the call
     └── EgressRefused         code "egress_refused" (in egress.py): a refused destination
 
 Other codes a plain ``ToolError`` carries: ``timeout``, ``connect_failed``,
@@ -103,6 +104,17 @@ class InvalidArguments(ToolError):
         self.problems = problems
         listed = "; ".join(f"{p.location}: {p.message}" for p in problems)
         super().__init__(f"invalid arguments: {listed}")
+
+
+class PolicyRefused(ToolError):
+    """A secret the call carries may not go to this tool or destination (its policy).
+    ``secrets`` names the secrets whose policies refused."""
+
+    code = "policy_refused"
+
+    def __init__(self, message: str, secrets: Iterable[str]) -> None:
+        super().__init__(message)
+        self.secrets = tuple(sorted(secrets))
 
 
 def scrub(text: str, *values: str | None) -> str:
@@ -234,12 +246,17 @@ class Operation:
     ``cross_check`` adds problems that involve several arguments (it sees the arguments
     only once they fit the spec, and must treat expression strings as unknown);
     ``run`` does the work with evaluated arguments, the credential and the context.
+    ``credentials`` names the argument paths (``*`` for any one key) where a bare
+    ``$ secrets.x`` is a credential that authorises the call, like ``secret_name``: the
+    answer is not tainted by it (see ``tasks/containment.py``). Anything else that carries a
+    secret, there or elsewhere, is data.
     """
 
     name: str
     arguments: Arg
     run: Runner
     cross_check: CrossCheck | None = None
+    credentials: tuple[str, ...] = ()
 
     def problems(self, arguments: object, *, run_time: bool) -> list[Problem]:
         if arguments is None:
@@ -298,6 +315,12 @@ class Registry:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+    def credential_slots(self, tool: str, operation: str) -> tuple[str, ...]:
+        """The argument paths where the operation takes a bare secret as a credential."""
+        found = self._tools.get(tool)
+        op = found.operations.get(operation) if found else None
+        return op.credentials if op else ()
 
     def validate(self, tool: str, operation: str, arguments: object) -> list[Problem]:
         found = self._tools.get(tool)

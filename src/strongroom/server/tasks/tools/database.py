@@ -41,13 +41,16 @@ not); dates and times as ISO 8601 strings; intervals as seconds; bytes as base64
 UUIDs and network addresses as strings; JSON and arrays as JSON; non-finite floats as
 strings; anything else as its ``str``.
 
-Where it may connect: PostgreSQL hosts go through the egress guard; the checked addresses
-are given to libpq as ``hostaddr`` (``host`` stays for TLS verification) and a host
-that is a socket directory is refused. libpq never falls back to the server's own
-``PGPASSWORD`` or ``~/.pgpass``: the password is always given (empty when there is none)
-and ``passfile`` points nowhere. SQLite files must lie inside ``ToolConfig.sqlite_dir``
-(SQLite is off without it), are never created, and ``ATTACH``, ``VACUUM INTO`` and
-changing ``PRAGMA`` settings are refused.
+Where it may connect: PostgreSQL hosts go through ``ToolContext.addresses_for`` (the
+server's own database is refused by name and by every address, whatever the allow-list
+says, then the egress guard); the checked addresses are given to libpq as ``hostaddr``
+(``host`` stays for TLS verification) and a host that is a socket directory is refused.
+libpq never falls back to the server's own ``PGPASSWORD`` or ``~/.pgpass``: the password is
+always given (empty when there is none) and ``passfile`` points nowhere. SQLite files lie
+in the calling tenant's directory ``<ToolConfig.sqlite_dir>/<tenant>/`` (SQLite is off
+without ``sqlite_dir``), are named relative to it, never under the server's data
+directory, are never created, and ``ATTACH``, ``VACUUM INTO`` and changing ``PRAGMA``
+settings are refused.
 
 Errors carry the database's own message (``relation "x" does not exist``, ``password
 authentication failed for user "y"``) and SQLSTATE, with the password, the credential and
@@ -62,10 +65,12 @@ import decimal
 import ipaddress
 import json
 import math
+import os
+import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,7 +92,7 @@ from .base import (
     is_expression,
     scrub,
 )
-from .context import ToolConfig, ToolContext
+from .context import Destination, ToolContext
 
 DEFAULT_MAX_ROWS = 1000
 MAX_ROWS = 10_000
@@ -301,6 +306,40 @@ def _result(
     }
 
 
+_BATCH = 100  # rows fetched at a time, so the byte cap stops the fetch early
+
+
+def _too_large(limit: int) -> ToolError:
+    return ToolError(
+        f"database: the rows are larger than {limit} bytes "
+        "(STRONGROOM_TASK_MAX_RESULT_BYTES); select fewer or smaller values",
+        code="response_too_large",
+    )
+
+
+def _size(value: object) -> int:
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return len(value)
+    return len(str(value))
+
+
+def _fetch(fetch: Callable[[int], list[Any]], max_rows: int, max_bytes: int) -> list[Any]:
+    """Up to ``max_rows + 1`` rows, a batch at a time, refused as soon as they add up to more
+    than ``max_bytes`` (a ``SELECT`` of huge values must not fill the server's memory)."""
+    rows: list[Any] = []
+    size = 0
+    while len(rows) <= max_rows:
+        batch = fetch(min(_BATCH, max_rows + 1 - len(rows)))
+        for row in batch:
+            size += sum(_size(value) for value in row)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+        rows += batch
+        if not batch:
+            break
+    return rows
+
+
 def _texts(params: Any) -> tuple[str, ...]:
     """The string parameters, scrubbed from error messages: a database quotes a value it
     cannot convert (``invalid input syntax for type integer: "…"``), and it may be secret."""
@@ -326,7 +365,9 @@ def _pg_params(params: Any) -> Any:
 def _pg_connect(
     target: _Postgres, context: ToolContext, secrets: tuple[str | None, ...]
 ) -> psycopg.Connection[TupleRow]:
-    addresses = context.config.egress.resolve(target.host, target.port)
+    # the name as given, then each address it resolves to: the server's own database and
+    # the egress policy are both checked before libpq opens anything
+    addresses = context.addresses_for(target.host, target.port)
     try:
         return psycopg.connect(
             host=",".join([target.host] * len(addresses)),
@@ -377,6 +418,7 @@ def _pg_query(
     read_only = arguments.get("read_only", True)
     max_rows = arguments.get("max_rows", DEFAULT_MAX_ROWS)
     timeout = context.time_left(float(arguments.get("timeout", DEFAULT_TIMEOUT)))
+    max_bytes = context.config.max_response_bytes
     secrets = (target.password, credential, *_texts(arguments.get("params")))
     conn = _pg_connect(target, context, secrets)
     try:
@@ -388,12 +430,18 @@ def _pg_query(
         if read_only:
             # binary=True forces the extended protocol (one statement) even without params
             cur.execute(_DECLARE + query, params, binary=True)
-            cur.execute(f"FETCH FORWARD {max_rows + 1} FROM {_CURSOR}")
-            return _result([c.name for c in cur.description or []], cur.fetchall(), max_rows)
+
+            def forward(count: int) -> list[Any]:
+                cur.execute(f"FETCH FORWARD {count} FROM {_CURSOR}")
+                return cur.fetchall()
+
+            forward(0)  # FETCH 0 describes the columns without reading a row
+            columns = [c.name for c in cur.description or []]
+            return _result(columns, _fetch(forward, max_rows, max_bytes), max_rows)
         with conn.pipeline():  # pipeline mode also means the extended protocol
             cur.execute(query, params)
         columns = [c.name for c in cur.description or []]
-        rows = cur.fetchmany(max_rows + 1) if columns else []
+        rows = _fetch(cur.fetchmany, max_rows, max_bytes) if columns else []
         result = _result(columns, rows, max_rows, cur.rowcount)
         conn.commit()
         return result
@@ -432,22 +480,53 @@ def _authorize(action: int, arg1: str | None, arg2: str | None, *_: str | None) 
     return sqlite3.SQLITE_OK
 
 
-def _sqlite_file(path: str, config: ToolConfig) -> Path:
+# A tenant's directory is its name: one path component, nothing that walks elsewhere.
+_TENANT_DIRECTORY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def _not_allowed(message: str) -> ToolError:
+    return ToolError(f"database: {message}", code="not_allowed")
+
+
+def _sqlite_file(path: str, context: ToolContext) -> Path:
+    """The file a ``sqlite:///`` path names, inside the calling tenant's own directory
+    ``<sqlite_dir>/<tenant>/``, resolved (symbolic links followed) and checked.
+
+    The path is relative to that directory; an absolute path, ``..`` or a link that leads
+    out of it (to another tenant's directory, to the server's data directory) is refused,
+    and so is a call without a tenant, which would have no directory of its own. The
+    tenant's directory must exist under its exact name (``acme`` is not ``Acme``'s, even
+    on a file system that ignores case) and must not itself be a link."""
+    config = context.config
     if config.sqlite_dir is None:
-        raise ToolError(
-            "database: SQLite is turned off on this server (it has no tool SQLite directory)",
-            code="not_allowed",
+        raise _not_allowed("SQLite is turned off on this server (it has no tool SQLite directory)")
+    tenant = context.tenant
+    if not tenant or not _TENANT_DIRECTORY.match(tenant) or ".." in tenant:
+        raise _not_allowed(
+            "SQLite files are opened in the tenant's own directory, and this call has no tenant"
         )
-    root = config.sqlite_dir.resolve()
     name = unquote(path.partition("?")[0])
     if not name.strip("/") or name == ":memory:":
         raise _invalid("arguments.connection.url", "must name a SQLite file")
-    candidate = (root / name).resolve()
-    if root not in candidate.parents:
-        raise ToolError(
-            "database: the SQLite file must be inside the server's tool SQLite directory",
-            code="not_allowed",
+    if name.startswith("/"):
+        raise _not_allowed(
+            "the SQLite path must be relative to the tenant's directory (sqlite:///file.db)"
         )
+    root = config.sqlite_dir.resolve()
+    try:
+        present = tenant in os.listdir(root)
+    except OSError:
+        present = False
+    home = root / tenant
+    if not present or home.is_symlink() or not home.is_dir():
+        raise _not_allowed("this tenant has no directory in the server's tool SQLite directory")
+    candidate = (home / name).resolve()
+    if home not in candidate.parents:
+        raise _not_allowed(
+            "the SQLite file must be inside the tenant's directory of the server's tool SQLite "
+            "directory"
+        )
+    context.check_destination(Destination.file(candidate))
     return candidate
 
 
@@ -471,13 +550,18 @@ def _sqlite_error(exc: Exception, timeout: float, secrets: tuple[str, ...] = ())
         message += " (ATTACH, VACUUM INTO and changing PRAGMA settings are refused)"
     elif name == "SQLITE_READONLY":
         message += " (the query ran read-only; set read_only: false to write)"
+    elif name == "SQLITE_TOOBIG":
+        return ToolError(
+            "database: a value is larger than the result limit (STRONGROOM_TASK_MAX_RESULT_BYTES)",
+            code="response_too_large",
+        )
     elif name == "SQLITE_CANTOPEN":
         message = "cannot open the SQLite file (it must exist)"
     return ToolError(scrub(f"database: {message}", *secrets), code="database_error")
 
 
 def _sqlite_query(target: _Sqlite, arguments: Mapping[str, Any], context: ToolContext) -> JSON:
-    path = _sqlite_file(target.path, context.config)
+    path = _sqlite_file(target.path, context)
     read_only = arguments.get("read_only", True)
     max_rows = arguments.get("max_rows", DEFAULT_MAX_ROWS)
     timeout = context.time_left(float(arguments.get("timeout", DEFAULT_TIMEOUT)))
@@ -494,6 +578,9 @@ def _sqlite_query(target: _Sqlite, arguments: Mapping[str, Any], context: ToolCo
         raise _sqlite_error(exc, timeout) from None
     try:
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        # No text or blob larger than a whole result: SQLite refuses to build
+        # one (``randomblob(10000000)``) instead of handing it over to be refused.
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(context.config.max_response_bytes, 1024))
         if read_only:
             conn.execute("PRAGMA query_only = ON")
         conn.set_authorizer(_authorize)
@@ -502,7 +589,8 @@ def _sqlite_query(target: _Sqlite, arguments: Mapping[str, Any], context: ToolCo
             conn.execute("BEGIN")
         cur = conn.execute(arguments["query"], _sqlite_params(arguments.get("params")))
         columns = [c[0] for c in cur.description or []]
-        rows = cur.fetchmany(max_rows + 1) if columns else []
+        max_bytes = context.config.max_response_bytes
+        rows = _fetch(cur.fetchmany, max_rows, max_bytes) if columns else []
         result = _result(columns, rows, max_rows, cur.rowcount)
         cur.close()
         if not read_only:
@@ -524,4 +612,9 @@ def query(arguments: dict[str, Any], credential: str | None, context: ToolContex
     return _pg_query(target, arguments, credential, context)
 
 
-TOOL = Tool.of("database", Operation("query", ARGUMENTS, query, _cross_check))
+# Where and as whom to connect (a bare secret in any connection field) authorises the query;
+# the query text and its parameters are data. See Operation.credentials.
+TOOL = Tool.of(
+    "database",
+    Operation("query", ARGUMENTS, query, _cross_check, credentials=("connection.*",)),
+)

@@ -14,10 +14,16 @@ every outbound connection a tool makes goes through an :class:`EgressPolicy`:
   (mapped, 6to4, NAT64) are checked as IPv4.
 - Allowed despite that: what ``STRONGROOM_EGRESS_ALLOW`` lists, comma-separated host
   names (matched exactly against the name the tool was given), IP addresses and CIDR
-  ranges (matched against the resolved address).
+  ranges (matched against the resolved address), each for every port; or ``host:port``,
+  ``ip:port`` and ``[v6]:port`` for that one port, so that allowing a co-located service
+  does not also open every other port of that machine (its database among them).
+- Never allowed, whatever the setting says: strongroom's own database (``protected.py``;
+  :meth:`ToolContext.addresses_for` checks it before this policy, on the name and on every
+  resolved address).
 
 HTTP goes through :class:`GuardedTransport`, an ``httpx`` transport whose ``httpcore``
-connection pool uses :class:`GuardedBackend` to open its sockets. The check therefore
+connection pool uses :class:`GuardedBackend` to open its sockets. The check (the call's
+:meth:`ToolContext.addresses_for`: its destination checks, then this policy) therefore
 happens for every connection the pool opens, redirects included, and TLS still verifies the
 certificate against the host name from the URL. PostgreSQL takes the checked addresses as
 libpq's ``hostaddr`` (see database.py). Unix sockets and proxies are never used.
@@ -34,12 +40,15 @@ import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpcore
 import httpx
 
 from .base import ToolError
+
+if TYPE_CHECKING:
+    from .context import ToolContext
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,6 +80,29 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
+def _split_port(entry: str) -> tuple[str, int | None] | None:
+    """``(host, port)`` of an allow-list entry, port ``None`` when it names none; ``None``
+    when the entry is malformed. ``[v6]:port`` needs its brackets: a bare IPv6 address is
+    read as an address (``fd00::1:5432`` is one), never as an address and a port."""
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0:
+            return None
+        host, rest = entry[1:close], entry[close + 1 :]
+        if not rest:
+            return host, None
+        if not rest.startswith(":") or _literal(host) is None:
+            return None
+        port_text = rest[1:]
+    elif entry.count(":") == 1:
+        host, _, port_text = entry.partition(":")
+    else:
+        return entry, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return _normalize_host(host), int(port_text)
+
+
 def _embedded_ipv4(address: IPAddress) -> list[IPAddress]:
     """Any IPv4 address ``address`` carries inside (mapped, 6to4, NAT64), then itself."""
     found: list[IPAddress] = []
@@ -82,6 +114,11 @@ def _embedded_ipv4(address: IPAddress) -> list[IPAddress]:
         if any(address in net for net in _NAT64):
             found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
     return [*found, address]
+
+
+def embedded_and_self(address: IPAddress) -> list[IPAddress]:
+    """``address`` and every IPv4 address it carries (for checks that must see both)."""
+    return _embedded_ipv4(address)
 
 
 def non_public_kind(address: IPAddress) -> str | None:
@@ -106,16 +143,24 @@ def non_public_kind(address: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class EgressPolicy:
-    """Which non-public destinations tools may reach anyway; public ones always pass."""
+    """Which non-public destinations tools may reach anyway; public ones always pass.
+
+    ``allowed_hosts`` and ``allowed_networks`` admit every port; ``allowed_host_ports`` and
+    ``allowed_network_ports`` (from ``host:port`` entries) only theirs.
+    """
 
     allowed_hosts: frozenset[str] = frozenset()
     allowed_networks: tuple[IPNetwork, ...] = ()
+    allowed_host_ports: frozenset[tuple[str, int]] = frozenset()
+    allowed_network_ports: tuple[tuple[IPNetwork, int], ...] = ()
 
     @classmethod
     def parse(cls, setting: str | None) -> EgressPolicy:
         """The policy of a ``STRONGROOM_EGRESS_ALLOW`` value; ``ValueError`` on a bad entry."""
         hosts: set[str] = set()
         networks: list[IPNetwork] = []
+        host_ports: set[tuple[str, int]] = set()
+        network_ports: list[tuple[IPNetwork, int]] = []
         for raw in (setting or "").split(","):
             entry = _normalize_host(raw)
             if not entry:
@@ -125,39 +170,72 @@ class EgressPolicy:
                     networks.append(ipaddress.ip_network(entry, strict=False))
                 except ValueError:
                     raise ValueError(f"{SETTING}: {raw.strip()!r} is not a CIDR range") from None
-            elif (address := _literal(entry)) is not None:
+                continue
+            if (address := _literal(entry)) is not None:
                 networks.append(ipaddress.ip_network(address))
-            elif _HOST_NAME.match(entry):
-                hosts.add(entry)
+                continue
+            split = _split_port(entry)
+            if split is None or not split[0]:
+                raise ValueError(
+                    f"{SETTING}: {raw.strip()!r} is not host:port, [IPv6]:port or a port number "
+                    "from 1 to 65535"
+                )
+            host, port = split
+            if (address := _literal(host)) is not None:
+                if port is None:
+                    networks.append(ipaddress.ip_network(address))
+                else:
+                    network_ports.append((ipaddress.ip_network(address), port))
+            elif _HOST_NAME.match(host):
+                if port is None:
+                    hosts.add(host)
+                else:
+                    host_ports.add((host, port))
             else:
                 raise ValueError(
-                    f"{SETTING}: {raw.strip()!r} is not a host name, IP address or CIDR range"
+                    f"{SETTING}: {raw.strip()!r} is not a host name, IP address or CIDR range "
+                    "(each optionally with :port)"
                 )
-        return cls(frozenset(hosts), tuple(networks))
+        return cls(frozenset(hosts), tuple(networks), frozenset(host_ports), tuple(network_ports))
 
-    def _allowed(self, host: str, address: IPAddress) -> bool:
-        if host in self.allowed_hosts:
+    def _allowed(self, host: str, address: IPAddress, port: int | None) -> bool:
+        if host in self.allowed_hosts or (host, port) in self.allowed_host_ports:
             return True
+        ranges = [*self.allowed_networks]
+        ranges += [net for net, only in self.allowed_network_ports if only == port]
         return any(
             candidate.version == net.version and candidate in net
             for candidate in _embedded_ipv4(address)
-            for net in self.allowed_networks
+            for net in ranges
         )
 
-    def check(self, host: str, address: IPAddress) -> None:
-        """Raise :class:`EgressRefused` unless connecting to ``address`` for ``host`` is fine."""
+    def check(self, host: str, address: IPAddress, port: int | None = None) -> None:
+        """Raise :class:`EgressRefused` unless connecting to ``address`` (at ``port``; with
+        ``None`` only entries without a port apply) for ``host`` is fine."""
         host = _normalize_host(host)
         kind = non_public_kind(address)
-        if kind is None or self._allowed(host, address):
+        if kind is None or self._allowed(host, address, port):
             return
         if _literal(host) == address:
             why = f"{host} is a {kind} address"
         else:
             why = f"{host} resolves to a {kind} address ({address})"
-        raise EgressRefused(f"refused to connect: {why}; allow it with {SETTING}")
+        at = f" (port {port})" if port is not None else ""
+        raise EgressRefused(f"refused to connect: {why}{at}; allow it with {SETTING}")
 
     def resolve(self, host: str, port: int) -> list[str]:
-        """Every address of ``host``, each checked; the caller connects only to these."""
+        """Every address of ``host``, each checked; the caller connects only to these.
+
+        Tools call :meth:`ToolContext.addresses_for` instead, which also refuses the
+        server's own database; this is the policy alone."""
+        addresses = self.lookup(host, port)
+        for address in addresses:
+            self.check(host, address, port)
+        return [str(address) for address in addresses]
+
+    def lookup(self, host: str, port: int) -> list[IPAddress]:
+        """Every address ``host`` resolves to (itself, for an IP address), unchecked; each
+        is then checked by the caller, which connects only to these."""
         name = _normalize_host(host)
         if not name or name.startswith("/"):
             raise EgressRefused("refused to connect: only network hosts are allowed")
@@ -174,16 +252,20 @@ class EgressPolicy:
             addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
             if not addresses:
                 raise ToolError(f"cannot resolve host {name}", code="dns_failed", retryable=True)
-        for address in addresses:
-            self.check(name, address)
-        return [str(address) for address in addresses]
+        return addresses
 
 
 class GuardedBackend(httpcore.NetworkBackend):
-    """An ``httpcore`` network backend that connects only to addresses the policy allows."""
+    """An ``httpcore`` network backend that connects only to addresses the call may reach.
 
-    def __init__(self, policy: EgressPolicy, inner: httpcore.NetworkBackend | None = None):
-        self.policy = policy
+    It holds the call's :class:`ToolContext`, not only the policy: every connection the
+    pool opens (a redirect's included) passes ``context.addresses_for``, which checks the
+    destination (the server's own database, the secrets' usage policies) before this
+    policy, and resolves the name once.
+    """
+
+    def __init__(self, context: ToolContext, inner: httpcore.NetworkBackend | None = None):
+        self.context = context
         self._inner = inner or httpcore.SyncBackend()
 
     def connect_tcp(
@@ -195,7 +277,7 @@ class GuardedBackend(httpcore.NetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
         failure: Exception | None = None
-        for address in self.policy.resolve(host, port):
+        for address in self.context.addresses_for(host, port):
             try:
                 return self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
@@ -229,19 +311,19 @@ class GuardedTransport(httpx.HTTPTransport):
 
     def __init__(
         self,
-        policy: EgressPolicy,
+        context: ToolContext,
         *,
         verify: ssl.SSLContext | bool = True,
         backend: httpcore.NetworkBackend | None = None,
     ) -> None:
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
-        super().__init__(verify=context, trust_env=False, retries=0)
+        tls = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        super().__init__(verify=tls, trust_env=False, retries=0)
         self._pool = httpcore.ConnectionPool(
-            ssl_context=context,
+            ssl_context=tls,
             max_connections=10,
             max_keepalive_connections=5,
             http1=True,
             http2=False,
             retries=0,
-            network_backend=GuardedBackend(policy, backend),
+            network_backend=GuardedBackend(context, backend),
         )

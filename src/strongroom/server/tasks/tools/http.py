@@ -188,4 +188,9 @@ def request(arguments: dict[str, Any], credential: str | None, context: ToolCont
     return _result(response, raw)
 
 
-TOOL = Tool.of("http", Operation("request", ARGUMENTS, request, _cross_check))
+# A bare secret as the URL (a webhook URL is its own credential) or as a header value
+# authorises the request; see Operation.credentials.
+TOOL = Tool.of(
+    "http",
+    Operation("request", ARGUMENTS, request, _cross_check, credentials=("url", "headers.*")),
+)

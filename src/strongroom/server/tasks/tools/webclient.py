@@ -41,7 +41,7 @@ def parse_url(value: str, location: str) -> httpx.URL:
 
 def open_client(context: ToolContext, timeout: float) -> httpx.Client:
     return httpx.Client(
-        transport=GuardedTransport(context.config.egress),
+        transport=GuardedTransport(context),
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
