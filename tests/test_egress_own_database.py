@@ -592,7 +592,9 @@ def test_a_task_cannot_reach_the_servers_own_postgresql(
                 assert done.status == "failed", step
                 assert done.error is not None
                 assert done.error["code"] == "egress_refused", done.error
-                assert "strongroom's own database" in done.error["message"]
+                # a URL credential's errors are withheld (they would quote its host)
+                message = done.error["message"]
+                assert "strongroom's own database" in message or "withheld" in message
             assert snapshot() == before
     finally:
         server.stop()
