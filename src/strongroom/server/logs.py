@@ -68,3 +68,7 @@ def configure_logging(level: str = "INFO") -> None:
     # The request log below replaces uvicorn's access log (which knows no request id).
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel("WARNING")
+    # httpx logs every request's full URL at INFO, and httpcore its hosts at DEBUG: a task
+    # tool's URL can hold a value derived from a secret, which no redactor would know.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel("WARNING")

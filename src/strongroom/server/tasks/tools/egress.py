@@ -66,14 +66,15 @@ class EgressRefused(ToolError):
     code = "egress_refused"
 
 
-def _normalize_host(host: str) -> str:
+def normalize_host(host: str) -> str:
+    """A host as given, compared: lower case, no trailing dot, no IPv6 brackets."""
     host = host.strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return host
 
 
-def _literal(host: str) -> IPAddress | None:
+def literal_address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
     except ValueError:
@@ -91,7 +92,7 @@ def _split_port(entry: str) -> tuple[str, int | None] | None:
         host, rest = entry[1:close], entry[close + 1 :]
         if not rest:
             return host, None
-        if not rest.startswith(":") or _literal(host) is None:
+        if not rest.startswith(":") or literal_address(host) is None:
             return None
         port_text = rest[1:]
     elif entry.count(":") == 1:
@@ -100,7 +101,7 @@ def _split_port(entry: str) -> tuple[str, int | None] | None:
         return entry, None
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
         return None
-    return _normalize_host(host), int(port_text)
+    return normalize_host(host), int(port_text)
 
 
 def _embedded_ipv4(address: IPAddress) -> list[IPAddress]:
@@ -162,7 +163,7 @@ class EgressPolicy:
         host_ports: set[tuple[str, int]] = set()
         network_ports: list[tuple[IPNetwork, int]] = []
         for raw in (setting or "").split(","):
-            entry = _normalize_host(raw)
+            entry = normalize_host(raw)
             if not entry:
                 continue
             if "/" in entry:
@@ -171,7 +172,7 @@ class EgressPolicy:
                 except ValueError:
                     raise ValueError(f"{SETTING}: {raw.strip()!r} is not a CIDR range") from None
                 continue
-            if (address := _literal(entry)) is not None:
+            if (address := literal_address(entry)) is not None:
                 networks.append(ipaddress.ip_network(address))
                 continue
             split = _split_port(entry)
@@ -181,7 +182,7 @@ class EgressPolicy:
                     "from 1 to 65535"
                 )
             host, port = split
-            if (address := _literal(host)) is not None:
+            if (address := literal_address(host)) is not None:
                 if port is None:
                     networks.append(ipaddress.ip_network(address))
                 else:
@@ -212,11 +213,11 @@ class EgressPolicy:
     def check(self, host: str, address: IPAddress, port: int | None = None) -> None:
         """Raise :class:`EgressRefused` unless connecting to ``address`` (at ``port``; with
         ``None`` only entries without a port apply) for ``host`` is fine."""
-        host = _normalize_host(host)
+        host = normalize_host(host)
         kind = non_public_kind(address)
         if kind is None or self._allowed(host, address, port):
             return
-        if _literal(host) == address:
+        if literal_address(host) == address:
             why = f"{host} is a {kind} address"
         else:
             why = f"{host} resolves to a {kind} address ({address})"
@@ -236,10 +237,10 @@ class EgressPolicy:
     def lookup(self, host: str, port: int) -> list[IPAddress]:
         """Every address ``host`` resolves to (itself, for an IP address), unchecked; each
         is then checked by the caller, which connects only to these."""
-        name = _normalize_host(host)
+        name = normalize_host(host)
         if not name or name.startswith("/"):
             raise EgressRefused("refused to connect: only network hosts are allowed")
-        literal = _literal(name)
+        literal = literal_address(name)
         if literal is not None:
             addresses = [literal]
         else:

@@ -38,27 +38,13 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo
 
-from .egress import EgressRefused, IPAddress, embedded_and_self
+from .egress import EgressRefused, IPAddress, embedded_and_self, literal_address, normalize_host
 
 OWN_DATABASE = "refused to connect: this is strongroom's own database"
 OWN_FILES = "refused to open: this file is strongroom's own (its data directory or master key)"
 DEFAULT_POSTGRES_PORT = 5432
 # 0.0.0.0/8 is "this network": on Linux a connection to any of it reaches this machine.
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
-
-
-def _normalize(host: str) -> str:
-    host = host.strip().lower().rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host
-
-
-def _literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 def _bindable(address: IPAddress) -> bool:
@@ -127,7 +113,7 @@ def postgres_endpoints(url: str) -> list[tuple[str, int]]:
             host, port = _host_port(entry, default_port)
             if host.startswith(("/", "@")):
                 host = "localhost"  # a Unix socket: the server is on this machine
-            found.append((_normalize(host), port))
+            found.append((normalize_host(host), port))
     if not found:
         found.append(("localhost", ports[0]))
     return list(dict.fromkeys(found))
@@ -180,11 +166,11 @@ class Protected:
     def check_host(self, host: str, port: int | None) -> None:
         """Refuse ``host:port`` as a step named it, before any resolution (``port`` ``None``:
         the host at any protected port)."""
-        name = _normalize(host)
+        name = normalize_host(host)
         ports = {port} if port is not None else {p for _, p in self.names} | self.local_ports
         if any((name, p) in self.names for p in ports):
             raise EgressRefused(OWN_DATABASE)
-        literal = _literal(name)
+        literal = literal_address(name)
         if literal is not None:
             for p in ports:
                 self.check_address(literal, p)
@@ -234,7 +220,7 @@ class Protected:
 
 
 def _resolve(host: str, port: int) -> list[IPAddress]:
-    literal = _literal(host)
+    literal = literal_address(host)
     if literal is not None:
         return [literal]
     try:
@@ -252,5 +238,5 @@ def _local_names() -> set[str]:
     names = {"localhost", "localhost.localdomain", "ip6-localhost"}
     name = socket.gethostname()  # not getfqdn(): a reverse lookup can stall the start
     if name:
-        names.add(_normalize(name))
+        names.add(normalize_host(name))
     return names
