@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
+import pytest
 
 from strongroom.server.keys import create_api_key
 from strongroom.server.storage import open_store
 
-from .conftest import unsealed
-from .support import ServerProcess
+from .conftest import MASTER_KEY, unsealed
+from .support import ServerProcess, start_server
 
 THREADS = 12
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server whose request budgets are off: these races send hundreds of requests a
+    second from one key, and what they test is the writes, not the budgets."""
+    env = {
+        "STRONGROOM_DATABASE_URL": database_url,
+        "STRONGROOM_MASTER_KEY": MASTER_KEY,
+        "STRONGROOM_RATE_LIMIT_PER_KEY": "off",
+        "STRONGROOM_RATE_LIMIT_PER_ADDRESS": "off",
+    }
+    proc = start_server(tmp_path, env)
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def _client(server: ServerProcess) -> httpx.Client:
@@ -56,6 +76,12 @@ def test_concurrent_creates_of_one_name_give_exactly_one_201(server: ServerProce
         assert winner["value"] in {f"value-{i}" for i in range(THREADS)}
 
 
+def _value(client: httpx.Client, version: int) -> str:
+    answer = client.get("/v1/secrets/counter", params={"version": version})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["value"])
+
+
 def test_concurrent_conditional_updates_lose_nothing(server: ServerProcess) -> None:
     """Each writer retries on 412 until its value lands; every value ends in history."""
     with _client(server) as client:
@@ -86,10 +112,7 @@ def test_concurrent_conditional_updates_lose_nothing(server: ServerProcess) -> N
         assert versions == list(range(2, total + 2)), "each success got its own version"
         history = client.get("/v1/secrets/counter/versions").json()["items"]
         assert [item["version"] for item in history] == list(range(total + 1, 0, -1))
-        stored = {
-            client.get("/v1/secrets/counter", params={"version": v}).json()["value"]
-            for v in range(2, total + 2)
-        }
+        stored = {_value(client, v) for v in range(2, total + 2)}
         assert stored == {f"w{i}-{n}" for i in range(6) for n in range(updates_per_writer)}
 
 
