@@ -21,12 +21,14 @@ from pydantic import SecretStr
 
 from strongroom.server.api.deps import Services
 from strongroom.server.app import create_app, open_services
+from strongroom.server.audit import Caller
 from strongroom.server.crypto import Keyring
 from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store, schema
 
 from .support import ServerProcess, start_server
+from .upstream import Upstream, openai_upstream
 
 POSTGRES_URL = os.environ.get(
     "STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -114,6 +116,20 @@ def services(settings: Settings) -> Iterator[Services]:
         yield opened
     finally:
         opened.store.close()
+
+
+@pytest.fixture
+def caller(services: Services) -> Caller:
+    """The caller of a new full-scope key of tenant ``default``, for the services directly."""
+    _, record = create_api_key(services.store, services.keyring, "default")
+    return Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    """An OpenAI-compatible server on 127.0.0.1 that records what it receives."""
+    with openai_upstream() as found:
+        yield found
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from strongroom.server.policy import DEFAULT_POLICY, SecretPolicy
 from strongroom.server.redact import Redactor
 from strongroom.server.tasks import containment
 from strongroom.server.tasks.containment import SecretUses, answer_taint, classify, in_slot
@@ -174,7 +173,9 @@ def uses_of(
 ) -> SecretUses:
     template = compile_template(arguments, "steps[0].arguments")
     rendered = template.evaluate(SCOPE)
-    return classify(secret_name, template, rendered, REGISTRY.credential_slots(tool, operation))
+    op = REGISTRY.operation(tool, operation)
+    assert op is not None
+    return classify(secret_name, template, rendered, op.credentials, op.echoed)
 
 
 def test_a_bare_secret_in_a_credential_slot_authorises_anything_else_is_data() -> None:
@@ -212,13 +213,20 @@ def test_a_bare_secret_in_a_credential_slot_authorises_anything_else_is_data() -
     assert chat.credential == frozenset() and chat.data == {"k"}
 
 
-def test_an_answer_is_marked_by_data_uses_unless_the_policy_names_the_destinations() -> None:
-    restricted = SecretPolicy.build(allowed_destinations=["api.stripe.com"])
-    policies = {"a": DEFAULT_POLICY, "b": restricted, "c": DEFAULT_POLICY}
+def test_an_answer_is_marked_by_every_data_use_whatever_the_policy() -> None:
     uses = SecretUses(credential=frozenset({"c"}), data=frozenset({"a", "b"}))
-    assert answer_taint(uses, policies) == {"a"}
+    # a destination that is sent a value can answer with any function of it: a usage
+    # policy limits where the value goes, never that the answer may be shown
+    assert answer_taint(uses) == {"a", "b"}
     # a credential too long to be scanned for in the answer marks it instead
-    assert answer_taint(uses, policies, unscannable={"c"}) == {"a", "c"}
+    assert answer_taint(uses, unscannable={"c"}) == {"a", "b", "c"}
+
+
+def test_a_secret_that_is_the_address_marks_the_answer() -> None:
+    uses = uses_of({"url": "$ secrets.k", "headers": {"X-Key": "$ secrets.pin"}}, "http", "request")
+    assert uses.credential == {"k", "pin"} and uses.data == frozenset()
+    assert uses.echoed == {"k"}  # the upstream may quote its own path back
+    assert answer_taint(uses) == {"k"}
 
 
 def test_the_redactor_names_the_secrets_a_text_holds() -> None:

@@ -22,15 +22,9 @@ from strongroom.server.keys import create_api_key
 
 from .conftest import MASTER_KEY
 from .support import ServerProcess, start_server, wait_until
-from .upstream import Upstream, at, openai_upstream
+from .upstream import Upstream, at
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    with openai_upstream() as found:
-        yield found
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from strongroom.server.api.deps import Services
 from strongroom.server.audit import Caller
 from strongroom.server.errors import ValidationFailed
-from strongroom.server.keys import create_api_key
+from strongroom.server.redact import marker
 from strongroom.server.tasks.limits import TaskLimits
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.service import TaskService
@@ -29,22 +29,10 @@ from .upstream import Upstream, openai_upstream
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    with openai_upstream() as found:
-        yield found
-
-
-@pytest.fixture
 def other() -> Iterator[Upstream]:
     """A second upstream: where a secret must not go."""
     with openai_upstream() as found:
         yield found
-
-
-@pytest.fixture
-def caller(services: Services) -> Caller:
-    _, record = create_api_key(services.store, services.keyring, "default")
-    return Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
 
 
 def tools_for(upstream: Upstream) -> ToolConfig:
@@ -167,11 +155,12 @@ def test_allowed_destinations_refuses_every_other_host_before_connecting(
         assert error["code"] == "policy_refused", error
         assert host_port(other) not in error["message"]
     assert other.seen == []
-    # the listed destination gets it, and its answer is not marked: the policy trusts it
+    # the listed destination gets it; its answer is marked all the same (it may say back
+    # any function of what it was sent: the policy limits where a value goes, not that)
     execution_id = start(services, caller, [chat("$ f'hello {len(secrets.k)}'")])
     assert run_all(runner, execution_id) == "succeeded"
     [record] = steps_of(services, execution_id)
-    assert record.output["content"] == upstream.reply
+    assert record.output == marker("k")
     assert len(upstream.seen) == 1
 
 

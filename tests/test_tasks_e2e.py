@@ -42,7 +42,7 @@ from .support import (
     start_server,
 )
 from .test_tasks_api import GUIDE_ASYNC, GUIDE_DATABASE, GUIDE_OPENAI, GUIDE_TRANSFORM
-from .upstream import Upstream, at, openai_upstream
+from .upstream import Upstream, at
 
 pytestmark = pytest.mark.e2e
 
@@ -68,12 +68,6 @@ def people_database() -> Iterator[str]:
             yield url
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    with openai_upstream() as found:
-        yield found
 
 
 def task_env(database_url: str, upstream: Upstream, **more: str) -> dict[str, str]:
@@ -105,12 +99,6 @@ def task_server(database_url: str, tmp_path: Path, upstream: Upstream) -> Iterat
         proc.stop()
         if relay is not None:
             relay.close()
-
-
-@pytest.fixture
-def caller(services: Services) -> Caller:
-    _, record = create_api_key(services.store, services.keyring, "default")
-    return Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
 
 
 def client_of(server: ServerProcess, services: Services) -> Strongroom:

@@ -9,7 +9,6 @@ local OpenAI-compatible upstream on 127.0.0.1.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +18,13 @@ from strongroom.server.audit import Caller
 from strongroom.server.crypto import IntegrityFailure
 from strongroom.server.crypto.keyring import STEP_RESULT, step_result_context
 from strongroom.server.crypto.rotation import rotate
-from strongroom.server.keys import create_api_key
 from strongroom.server.storage.base import StepRecord
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.status import SUCCEEDED
 from strongroom.server.tasks.tools import EgressPolicy, ToolConfig
 
 from .support import canary, find_leaks
-from .upstream import Upstream, at, openai_upstream
+from .upstream import Upstream, at
 
 URL_STEP = {
     "kind": "transform",
@@ -34,18 +32,6 @@ URL_STEP = {
     "input": "search query",
     "output": "api_url",
 }
-
-
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    with openai_upstream() as found:
-        yield found
-
-
-@pytest.fixture
-def caller(services: Services) -> Caller:
-    _, record = create_api_key(services.store, services.keyring, "default")
-    return Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
 
 
 @pytest.fixture

@@ -116,7 +116,11 @@ MIN_ENCODED_LENGTH: Final = 8
 # A DFA scans about three times as fast as the contiguous NFA (some 600 against 200 MB/s
 # here), but past this many patterns (about fifty values) its memory and build time grow
 # fast: some 30 MB and 90 ms at 2,000 patterns, where the NFA needs under 1 MB and 9 ms.
+# Its build time also grows faster than the bytes of the patterns when a value repeats
+# itself: the forms of "ab" * 2048 (50 KB) take 2.4 s, of "ab" * 8192 (200 KB) 40 s, with
+# the GIL held; the NFA builds either in under 10 ms. So a DFA only for small pattern sets.
 _DFA_MAX_PATTERNS: Final = 1000
+_DFA_MAX_BYTES: Final = 8 * 1024
 
 # ``surrogatepass`` so that any ``str`` (even one with lone surrogates) round-trips.
 _UTF8: Final = "utf-8"
@@ -239,7 +243,7 @@ def _compile(sources: tuple[tuple[str, frozenset[str]], ...]) -> _Matcher:
     patterns = list(by_pattern)
     implementation = (
         ahocorasick_rs.Implementation.DFA
-        if len(patterns) <= _DFA_MAX_PATTERNS
+        if len(patterns) <= _DFA_MAX_PATTERNS and sum(map(len, patterns)) <= _DFA_MAX_BYTES
         else ahocorasick_rs.Implementation.ContiguousNFA
     )
     known = {name.encode(_UTF8, _ERRORS) for _, names in sources for name in names}

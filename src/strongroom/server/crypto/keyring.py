@@ -5,12 +5,14 @@ refused at start-up) and unwraps the KEKs. Each secret version has its own data 
 (DEK), wrapped by the KEK that was active when it was written; rotation rewraps DEKs
 under a new KEK without touching the value ciphertext.
 
-The keyring also holds the key API keys are hashed under (see ``apikeys.py``).
+The keyring also holds the key API keys are hashed under (see ``apikeys.py``), and a
+key derived from it for :meth:`Keyring.fingerprint`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import threading
 from dataclasses import replace
 
@@ -117,6 +119,17 @@ class Keyring:
                 changes.append((key_id, stored, converted))
         tx.replace_api_key_hashes(changes)
         return mac_key
+
+    def fingerprint(self, text: str) -> str:
+        """A keyed digest of ``text``, for a row that must find the same text again but
+        not hold it (a destination that may be a secret's own host). Without the master
+        key it cannot be tested against a guess."""
+        if self._api_key_mac is None:
+            raise RuntimeError("the keyring is sealed: unseal() it before fingerprinting")
+        # A key of its own, derived from the API key HMAC key: no fingerprint is ever an
+        # API key's stored hash.
+        key = hmac.digest(self._api_key_mac, b"strongroom|fingerprint|v1", "sha256")
+        return hmac.digest(key, text.encode("utf-8", "surrogatepass"), "sha256").hex()
 
     def hash_api_key(self, key: str) -> str:
         """What is stored for API key ``key``, and looked up to authenticate it."""

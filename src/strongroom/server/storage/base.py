@@ -405,6 +405,18 @@ class Transaction(ABC):
     ) -> bool:
         """Swap one step result's wrapped data key, if it is still under ``old_kek_id``."""
 
+    # -- destinations that may hold a secret (see tasks/held.py) -------------------------
+    @abstractmethod
+    def hold_secrets(
+        self, tenant_id: str, destination: str, names: Sequence[str], now: dt.datetime
+    ) -> None:
+        """Record that ``destination`` (a fingerprint) was sent the secrets ``names``;
+        idempotent, and safe against another transaction recording the same."""
+
+    @abstractmethod
+    def secrets_held(self, tenant_id: str, destinations: Sequence[str]) -> frozenset[str]:
+        """The names of the secrets any of ``destinations`` was ever sent."""
+
     # -- audit ----------------------------------------------------------------------------
     @abstractmethod
     def insert_audit_event(self, event: AuditEvent) -> None: ...

@@ -207,3 +207,16 @@ execution_steps = sa.Table(
     sa.Column("ciphertext", sa.LargeBinary(), nullable=True),
     sa.Index("ix_execution_steps_kek", "kek_id"),
 )
+
+# Destinations a task sent a secret to as data (a database it wrote the value into, an API
+# that may store it): what they answer later, to any run of the tenant, is marked with the
+# secret. The destination is an HMAC under a key of the barrier, never its name: a host can
+# itself be a secret (a database URL's host, a webhook's).
+held_secrets = sa.Table(
+    "held_secrets",
+    metadata,
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), primary_key=True),
+    sa.Column("destination", sa.String(64), primary_key=True),
+    sa.Column("secret_name", Name, primary_key=True),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+)

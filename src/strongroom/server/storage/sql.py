@@ -756,6 +756,44 @@ class SQLTransaction(Transaction):
             .values(kek_id=None, wrapped_dek=None, ciphertext=None)
         )
 
+    def hold_secrets(
+        self, tenant_id: str, destination: str, names: Sequence[str], now: dt.datetime
+    ) -> None:
+        h = t.held_secrets.c
+        known = set(
+            self.conn.execute(
+                sa.select(h.secret_name).where(
+                    h.tenant_id == tenant_id,
+                    h.destination == destination,
+                    h.secret_name.in_(list(names)),
+                )
+            ).scalars()
+        )
+        for name in sorted(set(names) - known):
+            row = {
+                "tenant_id": tenant_id,
+                "destination": destination,
+                "secret_name": name,
+                "recorded_at": now,
+            }
+            try:
+                with self.conn.begin_nested():  # another run may record the same meanwhile
+                    self.conn.execute(t.held_secrets.insert().values(**row))
+            except sa.exc.IntegrityError as exc:
+                if not self.store.is_unique_violation(exc):
+                    raise
+
+    def secrets_held(self, tenant_id: str, destinations: Sequence[str]) -> frozenset[str]:
+        if not destinations:
+            return frozenset()
+        h = t.held_secrets.c
+        stmt = (
+            sa.select(h.secret_name)
+            .distinct()
+            .where(h.tenant_id == tenant_id, h.destination.in_(list(destinations)))
+        )
+        return frozenset(self.conn.execute(stmt).scalars())
+
     def step_results_under_keks(self, kek_ids: list[int], limit: int) -> list[StoredStepResult]:
         s = t.execution_steps.c
         stmt = (

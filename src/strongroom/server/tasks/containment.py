@@ -15,8 +15,8 @@ This module is where those marks are acted on, at the three kinds of sink a run 
   uses (``secret_name``, or ``secrets.x`` alone in an argument the tool declares a
   credential slot: a password, an ``Authorization`` header, a webhook URL) and data uses
   (anything else: a prompt, a query, a body, a derived value anywhere). The answer of a
-  call is tainted by its data uses, unless the secret's policy restricts it to listed
-  destinations (and the call reached only those), see :func:`answer_taint`.
+  call is tainted by its data uses, see :func:`answer_taint`; a secret's usage policy
+  decides where the call may go, never that its answer may be shown.
 
 Exact-value redaction (``redact.Redactor``) stays as a second line over everything shown,
 logged and stored, and scrubs tool answers that quote a secret back.
@@ -24,13 +24,13 @@ logged and stored, and scrubs tool answers that quote a secret back.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ..policy import SecretPolicy
 from ..redact import marker
 from .expressions import Rendered, Tainted, Template
 
@@ -174,13 +174,17 @@ class SecretUses:
     credential: frozenset[str] = EMPTY  # authorise the call; the answer is not derived from them
     data: frozenset[str] = EMPTY  # sent as (or inside) data; the answer may be derived from them
     data_values: tuple[Any, ...] = ()
+    # credential uses in a slot that is also where the call goes (a webhook URL): the
+    # upstream knows its own address and may answer with parts of it (a 404 page quoting
+    # the path), parts the redactor cannot know to look for
+    echoed: frozenset[str] = EMPTY
 
     @property
     def all(self) -> frozenset[str]:
         return self.credential | self.data
 
     def with_data(self, names: Iterable[str]) -> SecretUses:
-        return SecretUses(self.credential, self.data | frozenset(names), self.data_values)
+        return dataclasses.replace(self, data=self.data | frozenset(names))
 
 
 def classify(
@@ -188,33 +192,39 @@ def classify(
     template: Template | None,
     rendered: Rendered | None,
     credential_slots: Iterable[str],
+    echoed_slots: Iterable[str] = (),
 ) -> SecretUses:
     """Sort the secrets of a tool call: ``secret_name`` and a bare ``secrets.x`` in a
-    credential slot are credential uses; every other tainted argument is a data use."""
+    credential slot are credential uses (``echoed`` too when the slot is one of
+    ``echoed_slots``); every other tainted argument is a data use."""
     credential: set[str] = {secret_name} if secret_name else set()
+    echoed: set[str] = set()
     data: set[str] = set()
     values: list[Any] = []
     if template is not None and rendered is not None:
         prefix = template.location + "."
-        slots = tuple(credential_slots)
+        slots, echoes = tuple(credential_slots), tuple(echoed_slots)
         for location, part in rendered.parts.items():
             bare = template.expressions[location].bare_secret
-            if bare is not None and in_slot(location.removeprefix(prefix), slots):
+            relative = location.removeprefix(prefix)
+            if bare is not None and in_slot(relative, slots):
                 credential.add(bare)
+                if in_slot(relative, echoes):
+                    echoed.add(bare)
                 continue
             data.update(part.secrets)
             values.append(part.value)
-    return SecretUses(frozenset(credential), frozenset(data), tuple(values))
+    return SecretUses(frozenset(credential), frozenset(data), tuple(values), frozenset(echoed))
 
 
-def answer_taint(
-    uses: SecretUses, policies: Mapping[str, SecretPolicy], unscannable: Iterable[str] = ()
-) -> frozenset[str]:
+def answer_taint(uses: SecretUses, unscannable: Iterable[str] = ()) -> frozenset[str]:
     """The secrets a tool's answer (or its error) is tainted by.
 
-    Data uses, except for a secret whose policy lists its destinations (the call was only
-    let through to one of them, which the policy trusts with the value); and credential
-    uses of a secret too large for the redactor to scan the answer for (``unscannable``).
+    Every data use: whatever a destination is sent it may answer with, transformed in any
+    way it likes (a database's ``reverse(%s)``, an API quoting a slice of a bad token), so
+    an answer is derived from what the call sent. A usage policy that lists a secret's
+    destinations limits where it may go, not what comes back. Also the echoed credential
+    uses, and a credential too large for the redactor to scan the answer for
+    (``unscannable``).
     """
-    trusted = {name for name in uses.data if policies[name].restricts_destinations}
-    return frozenset((uses.data - trusted) | (uses.credential & set(unscannable)))
+    return frozenset(uses.data | uses.echoed | (uses.credential & set(unscannable)))

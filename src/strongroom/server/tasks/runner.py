@@ -20,7 +20,8 @@ what they return (a count, a status). Everything else lives in strongroom's own 
   replaced whole by ``[REDACTED:<names>]`` in outputs, and an error raised after a
   secret-derived value was involved says only that it failed. A tool call is checked
   against the usage policy of every secret it carries before it connects anywhere, and
-  its answer is tainted by the secrets it was sent as data (see ``answer_taint``).
+  its answer is tainted by the secrets it was sent as data (see ``answer_taint``) and by
+  those any run ever sent as data to a place it reached (:mod:`.held`).
 - Exact-value redaction is the second line: one :class:`Redactor` of the run's secret
   values per execution (built once, extended as steps read more secrets) scrubs every
   output, error and log line, and every tool answer that quotes a value back.
@@ -50,6 +51,7 @@ from . import containment
 from .containment import SecretUses
 from .definitions import CompiledStep, compile_steps
 from .expressions import ExpressionError, Scope, Tainted
+from .held import HeldSecrets
 from .limits import DEFAULT_LIMITS, TaskLimits
 from .status import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from .tools import REGISTRY, Registry, ToolConfig, ToolContext, ToolError
@@ -159,8 +161,15 @@ class _StepRun:
         assert step.tool is not None
         assert step.operation is not None
         rendered = step.arguments.evaluate(scope) if step.arguments is not None else None
-        slots = runner.registry.credential_slots(step.tool, step.operation)
-        uses = containment.classify(step.secret_name, step.arguments, rendered, slots)
+        registry = runner.registry
+        operation = registry.operation(step.tool, step.operation)
+        uses = containment.classify(
+            step.secret_name,
+            step.arguments,
+            rendered,
+            operation.credentials if operation else (),
+            operation.echoed if operation else (),
+        )
         # Second line at the sink: a secret's value that reached a data position without
         # its mark (it came back in an earlier answer, say) counts as sent as data.
         if uses.data_values:
@@ -168,23 +177,43 @@ class _StepRun:
             uses = uses.with_data(self.redactor.names_in(scanned))
         policies = {name: self.fetched.policy(name) for name in uses.all}
         unscannable = runner.unscannable(self.fetched.values)
-        self.answer_taint = containment.answer_taint(uses, policies, unscannable)
+        self.answer_taint = containment.answer_taint(uses, unscannable)
         values = self.fetched.values
         self.error_taint = self.answer_taint | {
             name for name in uses.credential if "://" in values.get(name, "")
         }
         self._check_tool(uses, policies)
+        held = HeldSecrets(
+            runner.store,
+            runner.keyring,
+            self.execution.tenant_id,
+            sent=uses.data,
+            restricted=frozenset(n for n in uses.data if policies[n].restricts_destinations),
+            stores=operation is not None and operation.stores,
+        )
         context = ToolContext(
             runner.tools,
             deadline=time.monotonic() + runner.step_timeout,
             tenant=runner.tenant_name(self.execution.tenant_id),
             destination_guard=_destination_guard(uses, policies),
+            on_reach=held.reach,
         )
         credential = self.fetched.values[step.secret_name] if step.secret_name else None
-        with redacting(self.redactor):
-            answer = runner.registry.call(
-                step.tool, step.operation, rendered.value if rendered else None, credential, context
-            )
+        try:
+            with redacting(self.redactor):
+                answer = registry.call(
+                    step.tool,
+                    step.operation,
+                    rendered.value if rendered else None,
+                    credential,
+                    context,
+                )
+        finally:
+            # What the places reached hold, whoever sent it there, marks the answer (and
+            # the error) as much as what this call sent.
+            elsewhere = held.held()
+            self.answer_taint |= elsewhere
+            self.error_taint |= elsewhere
         # An answer that quotes a value it was sent (an echo, an error page) is scrubbed
         # where it stands, so no later step can carry the value on unmarked.
         answer = self.redactor.redact_json(answer)
@@ -347,21 +376,24 @@ class Runner:
         return SUCCEEDED if running else current.status
 
     def _check_size(self, prior: _Prior, payload: bytes, output: Any) -> None:
-        """Refuse a result over the step's or the execution's storage budget."""
+        """Refuse a result over the step's or the execution's storage budget.
+
+        The refusal names the cap, never the size: a result's size may depend on a
+        secret (``'y' * ord(secrets.k[5])``), and the byte count would spell it out.
+        """
         limits = self.limits
         if len(payload) > limits.max_result_bytes:
             raise StepFailed(
-                f"the step's result is {len(payload)} bytes, more than the "
-                f"{limits.max_result_bytes} a step may store (STRONGROOM_TASK_MAX_RESULT_BYTES)",
+                f"the step's result is larger than the {limits.max_result_bytes} bytes a step "
+                "may store (STRONGROOM_TASK_MAX_RESULT_BYTES)",
                 "result_too_large",
             )
         shown = len(json.dumps(output, ensure_ascii=False, default=str))
         total = prior.stored_bytes + len(payload) + shown
         if total > limits.max_execution_bytes:
             raise StepFailed(
-                f"the execution would store {total} bytes, more than the "
-                f"{limits.max_execution_bytes} an execution may store "
-                "(STRONGROOM_TASK_MAX_EXECUTION_BYTES)",
+                f"the execution would store more than the {limits.max_execution_bytes} bytes "
+                "an execution may store (STRONGROOM_TASK_MAX_EXECUTION_BYTES)",
                 "execution_too_large",
             )
 

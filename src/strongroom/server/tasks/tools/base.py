@@ -249,7 +249,10 @@ class Operation:
     ``credentials`` names the argument paths (``*`` for any one key) where a bare
     ``$ secrets.x`` is a credential that authorises the call, like ``secret_name``: the
     answer is not tainted by it (see ``tasks/containment.py``). Anything else that carries a
-    secret, there or elsewhere, is data.
+    secret, there or elsewhere, is data. ``echoed`` names the credential slots that are
+    also the call's address (a webhook URL): the upstream may quote its own address back,
+    so an answer is tainted by a secret there after all. ``stores`` says the destination
+    keeps what it is sent (a database): see ``tasks/held.py``.
     """
 
     name: str
@@ -257,6 +260,8 @@ class Operation:
     run: Runner
     cross_check: CrossCheck | None = None
     credentials: tuple[str, ...] = ()
+    echoed: tuple[str, ...] = ()
+    stores: bool = False
 
     def problems(self, arguments: object, *, run_time: bool) -> list[Problem]:
         if arguments is None:
@@ -316,11 +321,9 @@ class Registry:
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
 
-    def credential_slots(self, tool: str, operation: str) -> tuple[str, ...]:
-        """The argument paths where the operation takes a bare secret as a credential."""
+    def operation(self, tool: str, operation: str) -> Operation | None:
         found = self._tools.get(tool)
-        op = found.operations.get(operation) if found else None
-        return op.credentials if op else ()
+        return found.operations.get(operation) if found else None
 
     def validate(self, tool: str, operation: str, arguments: object) -> list[Problem]:
         found = self._tools.get(tool)

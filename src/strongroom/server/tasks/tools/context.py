@@ -9,7 +9,9 @@ Every place a tool is about to reach something (a TCP connection, each redirect'
 a PostgreSQL server; a SQLite file) first calls :meth:`ToolContext.check_destination` with a
 :class:`Destination`. That is where the server's own database is refused and where the
 runner's ``destination_guard`` applies the usage policies of the secrets the call carries,
-so a refusal always comes before any byte is sent.
+so a refusal always comes before any byte is sent. Once every check passed, the runner's
+``on_reach`` is told of it too (the name as given, then each address it resolved to), still
+before the connection: it records where a secret sent as data may now be held.
 """
 
 from __future__ import annotations
@@ -76,18 +78,22 @@ class Destination:
 
 
 DestinationGuard = Callable[[Destination], None]
+DestinationHook = Callable[[Destination], None]
 
 
 @dataclass(frozen=True)
 class ToolContext:
     """One call's context. ``deadline`` is a ``time.monotonic()`` instant or ``None``;
     ``tenant`` is the name of the tenant the call runs for; ``destination_guard`` (set by
-    the runner) raises a ``ToolError`` for a destination the call's secrets may not reach."""
+    the runner) raises a ``ToolError`` for a destination the call's secrets may not reach;
+    ``on_reach`` (set by the runner) is told of every destination the call is let through to,
+    before it connects."""
 
     config: ToolConfig = field(default_factory=ToolConfig)
     deadline: float | None = None
     tenant: str | None = None
     destination_guard: DestinationGuard | None = None
+    on_reach: DestinationHook | None = None
 
     def check_destination(self, destination: Destination) -> None:
         """Raise unless the call may reach ``destination``; call before connecting.
@@ -101,6 +107,8 @@ class ToolContext:
             protected.check_host(destination.host, destination.port)
         if self.destination_guard is not None:
             self.destination_guard(destination)
+        if self.on_reach is not None:
+            self.on_reach(destination)
 
     def addresses_for(self, host: str, port: int) -> list[str]:
         """The addresses a tool may connect to for ``host:port``, or a ``ToolError``; what
@@ -116,6 +124,9 @@ class ToolContext:
             self.config.protected.check_address(address, port)
         for address in addresses:
             self.config.egress.check(host, address, port)
+        if self.on_reach is not None:  # an address is the same place under every name
+            for address in addresses:
+                self.on_reach(Destination.network(str(address), port))
         return [str(address) for address in addresses]
 
     def time_left(self, wanted: float) -> float:

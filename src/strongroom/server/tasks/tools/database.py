@@ -616,5 +616,5 @@ def query(arguments: dict[str, Any], credential: str | None, context: ToolContex
 # the query text and its parameters are data. See Operation.credentials.
 TOOL = Tool.of(
     "database",
-    Operation("query", ARGUMENTS, query, _cross_check, credentials=("connection.*",)),
+    Operation("query", ARGUMENTS, query, _cross_check, credentials=("connection.*",), stores=True),
 )

@@ -42,7 +42,7 @@ import httpx
 
 from .base import JSON, Arg, InvalidArguments, Operation, Problem, Tool, ToolError, is_expression
 from .context import ToolContext
-from .webclient import open_client, parse_url, read_capped, transport_errors
+from .webclient import open_client, parse_json, parse_url, read_capped, transport_errors
 
 WHAT = "http request"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -137,8 +137,8 @@ def _body(response: httpx.Response, raw: bytes) -> dict[str, JSON]:
     mime = response.headers.get("content-type", "").partition(";")[0].strip().lower()
     if mime == "application/json" or mime.endswith("+json"):
         try:
-            parsed: JSON = json.loads(raw)
-        except ValueError:
+            parsed = parse_json(raw)
+        except ValueError:  # not JSON after all, or nested too deep: the text stands
             pass
         else:
             return {"json": parsed}
@@ -189,8 +189,16 @@ def request(arguments: dict[str, Any], credential: str | None, context: ToolCont
 
 
 # A bare secret as the URL (a webhook URL is its own credential) or as a header value
-# authorises the request; see Operation.credentials.
+# authorises the request; see Operation.credentials. The URL is also where the request
+# goes, and upstreams quote their own paths (404 pages, redirects): echoed.
 TOOL = Tool.of(
     "http",
-    Operation("request", ARGUMENTS, request, _cross_check, credentials=("url", "headers.*")),
+    Operation(
+        "request",
+        ARGUMENTS,
+        request,
+        _cross_check,
+        credentials=("url", "headers.*"),
+        echoed=("url",),
+    ),
 )

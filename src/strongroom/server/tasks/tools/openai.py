@@ -26,7 +26,6 @@ are ToolErrors too.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -45,7 +44,14 @@ from .base import (
     scrub,
 )
 from .context import ToolContext
-from .webclient import open_client, origin, parse_url, read_capped, transport_errors
+from .webclient import (
+    open_client,
+    origin,
+    parse_json,
+    parse_url,
+    read_capped,
+    transport_errors,
+)
 
 WHAT = "openai chat"
 DEFAULT_TIMEOUT = 120.0
@@ -113,10 +119,9 @@ def _endpoint(base: str) -> httpx.URL:
 
 def _parsed(raw: bytes) -> JSON:
     try:
-        value: JSON = json.loads(raw)
+        return parse_json(raw)
     except ValueError:
         return None
-    return value
 
 
 def _retry_after(response: httpx.Response) -> float | None:

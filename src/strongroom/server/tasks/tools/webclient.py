@@ -3,22 +3,47 @@
 A guarded ``httpx.Client`` (egress policy on every connection, no proxies, no ``.netrc``,
 no automatic redirects), body reads capped in size and in total time, and transport errors
 turned into :class:`ToolError` messages that name only ``scheme://host:port``: a path or a
-query string can hold a token (``/bot<token>/sendMessage``, ``?api_key=…``).
+query string can hold a token (``/bot<token>/sendMessage``, ``?api_key=…``). Answers
+parsed as JSON are bounded in depth too (:func:`parse_json`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import httpx
 
-from .base import InvalidArguments, Problem, ToolError
+from .base import JSON, InvalidArguments, Problem, ToolError
 from .context import ToolContext
 from .egress import GuardedTransport
 
 USER_AGENT = "strongroom-tools/1"
+# How deep an upstream's JSON answer may nest. Every later stage (redaction, taint, the
+# sealed step result, a later step's scope) walks the value recursively; a hostile
+# upstream's ``[[[[…]]]]`` two hundred thousand deep would otherwise end the step with a
+# RecursionError somewhere inside the server. Real APIs nest a dozen levels at most.
+MAX_JSON_DEPTH = 64
+
+
+def parse_json(raw: bytes) -> JSON:
+    """``raw`` parsed as JSON; ``ValueError`` when it is not JSON or nests deeper than
+    :data:`MAX_JSON_DEPTH`."""
+    try:
+        value: JSON = json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    pending: list[tuple[JSON, int]] = [(value, 1)]
+    while pending:  # a loop, not recursion: the point is to find what recursion cannot take
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError("JSON nested too deeply")
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return value
 
 
 def origin(url: httpx.URL) -> str:

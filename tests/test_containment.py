@@ -1,4 +1,3 @@
-# PENDING: not collected (name lacks test_). 34 cases fail on open findings; see the issue note.
 """Containment, tested as the attacker would try it: a ``tasks:run`` key against planted
 canaries, through a real ``strongroom serve`` process, on SQLite and on PostgreSQL.
 
@@ -33,7 +32,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -201,6 +200,13 @@ class Ctx:
     tool_db: str
     closed: int
     own_db: str  # strongroom's own PostgreSQL database name ("" on SQLite)
+    # Upstreams that only ever get secrets as credentials. A place that was sent a secret
+    # as data holds it from then on (tasks/held.py): every later answer of A, or of the
+    # relay, is marked, and the cases that show a credential's answer unmarked need places
+    # no data use ever reached.
+    auth: str
+    auth_openai: str
+    auth_relay_port: int
 
     def pg(self, **more: Any) -> dict[str, Any]:
         return {
@@ -210,6 +216,9 @@ class Ctx:
             "database": self.tool_db,
             **more,
         }
+
+    def pg_auth(self, **more: Any) -> dict[str, Any]:
+        return self.pg(port=self.auth_relay_port, **more)
 
 
 Steps = Callable[[Ctx], list[dict[str, Any]]]
@@ -304,7 +313,7 @@ def check_header_bare(s: Scenario, run: Run) -> None:
     assert run.outputs[0]["status"] == 200
     assert _json_header(run, 0, "x-key") == marker("k")
     assert run.outputs[1] == marker("k").lower()
-    assert s.find_in(s.echo.raw(), "k"), "the echo did not receive the header"
+    assert s.find_in(s.auth.raw(), "k"), "the echo did not receive the header"
 
 
 def check_secret_name(s: Scenario, run: Run) -> None:
@@ -314,7 +323,7 @@ def check_secret_name(s: Scenario, run: Run) -> None:
 
 def check_openai_credential(s: Scenario, run: Run) -> None:
     assert run.outputs[0]["content"] == "echo: hello"
-    sent = [r for r in s.openai.seen if r.body["messages"][0]["content"] == "echo: hello"]
+    sent = [r for r in s.auth_openai.seen if r.body["messages"][0]["content"] == "echo: hello"]
     assert sent
     assert sent[0].headers["authorization"] == f"Bearer {s.values['k']}"
 
@@ -326,12 +335,13 @@ def check_pg_credential(s: Scenario, run: Run) -> None:
 def check_allowed_credential(s: Scenario, run: Run) -> None:
     assert _json_header(run, 0, "authorization") == f"Bearer {marker('stripe_key')}"
     assert any(
-        r.headers.get("authorization") == f"Bearer {s.values['stripe_key']}" for r in s.echo.seen
+        r.headers.get("authorization") == f"Bearer {s.values['stripe_key']}" for r in s.auth.seen
     ), "the allowed upstream did not get the key"
 
 
 def check_allowed_data(s: Scenario, run: Run) -> None:
-    assert marker("stripe_key") in run.outputs[0]["json"]["body"]
+    # sent as data, even where the policy allows: the answer is marked whole
+    assert shows(run.outputs[0], marker("stripe_key"))
 
 
 def check_launder(s: Scenario, run: Run) -> None:
@@ -342,6 +352,10 @@ def check_reached_c(s: Scenario, path: str, label: str) -> None:
     sent = b"\n".join(r.body for r in s.launder.seen if r.path == path)
     found = s.find_in(sent, label)
     assert found == [], f"{label} reached a host its policy does not list: {found}"
+
+
+def check_marked_rows(run: Run, name: str) -> None:
+    assert shows(run.outputs[0], marker(name)), run.outputs
 
 
 def check_pg_allowed(s: Scenario, run: Run) -> None:
@@ -563,7 +577,7 @@ CASES: list[Case] = [
     Case(
         "http_header_bare",
         lambda c: [
-            http(f"{c.echo}/echo", headers={"X-Key": "$ secrets.k"}),
+            http(f"{c.auth}/echo", headers={"X-Key": "$ secrets.k"}),
             T("$ lower(_['json']['headers']['x-key'])"),
         ],
         check=check_header_bare,
@@ -613,12 +627,12 @@ CASES: list[Case] = [
     Case(
         "http_secret_name",
         lambda c: [
-            http(f"{c.echo}/echo", secret_name="k"),
+            http(f"{c.auth}/echo", secret_name="k"),
             T("$ _['json']['headers']['authorization'][::-1]"),
         ],
         check=check_secret_name,
     ),
-    Case("http_secret_name_binary_answer", lambda c: [http(f"{c.echo}/binary", secret_name="k")]),
+    Case("http_secret_name_binary_answer", lambda c: [http(f"{c.auth}/binary", secret_name="k")]),
     Case(
         "http_400_quoting_data",
         lambda c: [http(f"{c.echo}/status/400", method="POST", json={"v": "$ lower(secrets.k)"})],
@@ -654,7 +668,7 @@ CASES: list[Case] = [
     ),
     Case(
         "openai_credential_only",
-        lambda c: [chat(c.openai, "echo: hello", secret_name="k")],
+        lambda c: [chat(c.auth_openai, "echo: hello", secret_name="k")],
         check=check_openai_credential,
     ),
     # -- tools: databases ------------------------------------------------------------------------
@@ -688,6 +702,7 @@ CASES: list[Case] = [
         "sqlite_read_back_in_another_run",
         lambda c: [db(SQLITE, "SELECT v FROM t WHERE tag = 'cross'")],
         phase=2,
+        check=lambda s, run: check_marked_rows(run, "k"),
     ),
     Case(
         "pg_round_trip_same_run",
@@ -719,15 +734,23 @@ CASES: list[Case] = [
         "pg_read_back_in_another_run",
         lambda c: [db(c.pg(), "SELECT v FROM t WHERE tag = 'cross'")],
         phase=2,
+        check=lambda s, run: check_marked_rows(run, "k"),
+    ),
+    # the same row, through another name of the same server
+    Case(
+        "pg_read_back_under_another_name",
+        lambda c: [db(c.pg(host="localhost"), "SELECT v FROM t WHERE tag = 'cross'")],
+        phase=2,
+        check=lambda s, run: check_marked_rows(run, "k"),
     ),
     Case(
         "pg_password_secret_name",
-        lambda c: [db(c.pg(), "SELECT current_user AS who", secret_name="pg_password")],
+        lambda c: [db(c.pg_auth(), "SELECT current_user AS who", secret_name="pg_password")],
         check=check_pg_credential,
     ),
     Case(
         "pg_password_bare",
-        lambda c: [db(c.pg(password="$ secrets.pg_password"), "SELECT current_user AS who")],
+        lambda c: [db(c.pg_auth(password="$ secrets.pg_password"), "SELECT current_user AS who")],
         check=check_pg_credential,
     ),
     # a credential URL naming a role and a database the server does not have: the server's
@@ -861,7 +884,7 @@ CASES: list[Case] = [
     # -- the use-only, destination-bound secret --------------------------------------------------
     Case(
         "policy_allowed_credential",
-        lambda c: [http(f"{c.echo}/charges", method="POST", secret_name="stripe_key")],
+        lambda c: [http(f"{c.auth}/charges", method="POST", secret_name="stripe_key")],
         check=check_allowed_credential,
     ),
     Case(
@@ -1013,7 +1036,7 @@ CASES: list[Case] = [
     ),
     Case(
         "policy_pg_allowed",
-        lambda c: [db(c.pg(password="$ secrets.pg_restricted"), "SELECT 1 AS one")],
+        lambda c: [db(c.pg_auth(password="$ secrets.pg_restricted"), "SELECT 1 AS one")],
         check=check_pg_allowed,
     ),
     refused(
@@ -1122,6 +1145,8 @@ class Scenario:
     launder: Echo
     openai: Upstream
     blocking: Upstream
+    auth: Echo
+    auth_openai: Upstream
     runs: dict[str, Run] = field(default_factory=dict)
     answers: list[tuple[str, bytes]] = field(default_factory=list)
     places: list[tuple[str, bytes]] = field(default_factory=list)  # logs, databases, files
@@ -1239,11 +1264,27 @@ def files_under(root: Path, label: str) -> list[tuple[str, bytes]]:
     return found
 
 
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], Scenario]]:
+    """The scenario of a backend, played the first time it is asked for, kept to the end."""
+    found: dict[str, Scenario] = {}
+    with ExitStack() as stack:
+
+        def scenario_of(backend: str) -> Scenario:
+            if backend not in found:
+                found[backend] = stack.enter_context(_scenario(backend, tmp_path_factory))
+            return found[backend]
+
+        yield scenario_of
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
-def scenario(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Scenario]:
-    backend = str(request.param)
+def scenario(request: pytest.FixtureRequest, played: Callable[[str], Scenario]) -> Scenario:
+    return played(str(request.param))
+
+
+@contextmanager
+def _scenario(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp(f"containment-{backend}")
     workdir, tooldir = root / "work", root / "tools"
     (workdir / "data").mkdir(parents=True)
@@ -1264,6 +1305,7 @@ def scenario(
     with psycopg.connect(tool_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (tag text, v text)")
     relay = TcpRelay((PG.hostname or "127.0.0.1", PG.port or 5432))
+    auth_relay = TcpRelay((PG.hostname or "127.0.0.1", PG.port or 5432))
     key_file = workdir / "data" / "master.key"
     key_file.write_text(MASTER_KEY)
     key_file.chmod(0o600)
@@ -1274,7 +1316,9 @@ def scenario(
         echo_upstream() as echo,
         echo_upstream() as other,
         echo_upstream() as launder,
+        echo_upstream() as auth,
         openai_upstream() as fake_openai,
+        openai_upstream() as auth_openai,
         openai_upstream() as blocking,
     ):
         values["hook_url"] = f"{echo.base_url}/hook/{values['_hook_path']}"
@@ -1293,6 +1337,9 @@ def scenario(
             tool_db=tool_db,
             closed=closed_port(),
             own_db=own_db,
+            auth=auth.base_url,
+            auth_openai=auth_openai.base_url,
+            auth_relay_port=auth_relay.port,
         )
         found = Scenario(
             backend,
@@ -1305,12 +1352,15 @@ def scenario(
             launder,
             fake_openai,
             blocking,
+            auth,
+            auth_openai,
         )
         found.notes["controls"] = controls
         try:
             _play(found, database_url, workdir, tooldir, key_file)
         finally:
             relay.close()
+            auth_relay.close()
             for name in created:
                 drop_database(name)
         yield found
@@ -1391,12 +1441,15 @@ def _secrets(s: Scenario, admin: Api) -> None:
     policies = {
         "stripe_key": {
             "readable": False,
-            "allowed_destinations": [f"127.0.0.1:{s.echo.port}"],
+            "allowed_destinations": [f"127.0.0.1:{s.echo.port}", f"127.0.0.1:{s.auth.port}"],
             "allowed_tools": ["http/request"],
         },
         "pg_restricted": {
             "readable": False,
-            "allowed_destinations": [f"127.0.0.1:{s.ctx.relay_port}"],
+            "allowed_destinations": [
+                f"127.0.0.1:{s.ctx.relay_port}",
+                f"127.0.0.1:{s.ctx.auth_relay_port}",
+            ],
             "allowed_tools": ["database/query"],
         },
     }
@@ -1529,14 +1582,42 @@ def _reads(s: Scenario, attacker: Api, admin: Api, auditor: Api) -> None:
     admin("GET", "/v1/secrets", 200, params={"limit": 1000})
 
 
+def _marked(value: Any) -> frozenset[str] | None:
+    if isinstance(value, str) and value.startswith("[REDACTED:") and value.endswith("]"):
+        return frozenset(value[len("[REDACTED:") : -1].split(","))
+    return None
+
+
+def shows(actual: Any, expected: Any) -> bool:
+    """``actual`` is ``expected``, where a marker may name more secrets than expected (a
+    place that once was sent another secret as data marks its answers with it too)."""
+    want, got = _marked(expected), _marked(actual)
+    if want is not None and got is not None:
+        return want <= got
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return expected.keys() == actual.keys() and all(
+            shows(actual[key], item) for key, item in expected.items()
+        )
+    if isinstance(expected, list) and isinstance(actual, list):
+        return len(expected) == len(actual) and all(map(shows, actual, expected))
+    return bool(actual == expected)
+
+
 # -- the tests ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("label", list(CASES_BY_LABEL))
-def test_case(scenario: Scenario, label: str) -> None:
+@pytest.mark.parametrize(
+    ("backend", "label"),
+    [
+        pytest.param(backend, label, id=f"{backend}-{label}")
+        for backend in BACKENDS
+        for label, case in CASES_BY_LABEL.items()
+        if backend in case.backends
+    ],
+)
+def test_case(played: Callable[[str], Scenario], backend: str, label: str) -> None:
     """Each case ends as it must, shows what it must, and no answer about it holds any form
     of any canary."""
+    scenario = played(backend)
     case = CASES_BY_LABEL[label]
-    if scenario.backend not in case.backends:
-        pytest.skip(f"only on {', '.join(case.backends)}")
     if label.startswith("own_database_") and PG.hostname not in ("127.0.0.1", "localhost"):
         pytest.skip("the test's PostgreSQL server is not on this machine")
     run = scenario.runs.get(label)
@@ -1558,7 +1639,7 @@ def test_case(scenario: Scenario, label: str) -> None:
     if case.outputs is not None:
         for index, expected in enumerate(case.outputs):
             if expected != ANY:
-                assert run.outputs[index] == expected, (index, run.outputs)
+                assert shows(run.outputs[index], expected), (index, run.outputs)
     if run.status == "succeeded":
         assert [step["status"] for step in run.steps] == ["succeeded"] * len(run.steps)
         assert run.execution["output"] == run.outputs[-1]
