@@ -930,7 +930,9 @@ def test_no_canary_is_left_anywhere_but_where_it_was_asked_for(
     if pg_target:
         # a parameter is data: the rows are marked whole
         assert done["database"]["output"] == "[REDACTED:short_key]"
-    assert done["upstream_400"]["error"]["message"].endswith("[REDACTED:ascii_key]")
+    # withheld, naming ascii_key (and short_key: the same upstream was sent it as data
+    # by an earlier run, so it may hold it)
+    assert done["upstream_400"]["error"]["message"].endswith("[REDACTED:ascii_key,short_key]")
     assert done["refused"]["error"]["code"] == "connect_failed"  # names the origin alone
     assert done["conversion"]["error"]["step"] == 0
     assert [s["index"] for s in cancelled_steps] == [0]
