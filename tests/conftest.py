@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from strongroom.server.api.deps import Services
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.app import create_app, open_services
 from strongroom.server.audit import Caller
 from strongroom.server.crypto import Keyring
-from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store, schema
 

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
-from strongroom.server.keys import create_api_key
+from strongroom.server.apikeys import create_api_key
 
 from .conftest import ClientWith, MakeClient
 from .support import assert_error, canary

@@ -20,8 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
-from strongroom.server.apikeys import generate_api_key
-from strongroom.server.keys import create_api_key, revoke_api_key
+from strongroom.server.apikeys import create_api_key, generate_api_key, revoke_api_key
 from strongroom.server.logs import JSONFormatter
 from strongroom.server.storage import schema
 from strongroom.server.storage.base import ApiKeyRecord

@@ -23,10 +23,16 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
-from strongroom.server.apikeys import KEY_LENGTH, generate_api_key, key_hint
+from strongroom.server.apikeys import (
+    KEY_LENGTH,
+    create_api_key,
+    ensure_tenant,
+    generate_api_key,
+    key_hint,
+    revoke_api_key,
+)
 from strongroom.server.app import create_app, open_services
 from strongroom.server.crypto import envelope
-from strongroom.server.keys import create_api_key, ensure_tenant, revoke_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
 

@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from strongroom import SecretNotFoundError, SecretPolicy, Strongroom
 from strongroom.cli import envfile
 from strongroom.cli.main import cli
-from strongroom.server.keys import create_api_key
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.storage import open_store
 
 from .conftest import BACKENDS, MASTER_KEY, truncate_postgres, unsealed

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from strongroom.server.keys import create_api_key
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.storage import open_store
 
 from .conftest import MASTER_KEY, unsealed

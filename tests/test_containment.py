@@ -43,8 +43,8 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.app import open_services
-from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 
 from .canaries import (

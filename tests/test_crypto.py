@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from strongroom.server.api.deps import Services
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.app import open_services
 from strongroom.server.audit import Caller
 from strongroom.server.crypto import (
@@ -37,7 +38,6 @@ from strongroom.server.crypto import (
     load_master_key,
 )
 from strongroom.server.crypto.rotation import rotate
-from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
 from strongroom.server.tasks.runner import Runner

@@ -46,9 +46,9 @@ from fastapi.testclient import TestClient
 
 from strongroom.server.api.deps import Services
 from strongroom.server.api.errors import storage_error
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.audit import Caller
 from strongroom.server.crypto import Keyring
-from strongroom.server.keys import create_api_key
 from strongroom.server.storage import (
     StorageFull,
     StorageIOError,

@@ -24,8 +24,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.app import open_services
-from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 
 from .conftest import BACKENDS, MASTER_KEY, MakeClient, truncate_postgres

@@ -29,7 +29,7 @@ import julep
 import pytest
 
 from strongroom import SecretNotFoundError, Strongroom
-from strongroom.server.keys import create_api_key
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.storage import open_store
 
 from .conftest import unsealed

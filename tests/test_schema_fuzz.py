@@ -25,8 +25,8 @@ from pydantic import SecretStr
 from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from strongroom.server.apikeys import create_api_key
 from strongroom.server.app import create_app, open_services
-from strongroom.server.keys import create_api_key
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store
 

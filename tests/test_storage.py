@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 
 from strongroom.server.api.deps import Services
+from strongroom.server.apikeys import ensure_tenant
 from strongroom.server.audit import Action, event
 from strongroom.server.ids import new_id
-from strongroom.server.keys import ensure_tenant
 from strongroom.server.storage.base import (
     AuditEvent,
     ExecutionRecord,

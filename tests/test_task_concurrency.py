@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from strongroom.server.api.deps import Services
-from strongroom.server.keys import create_api_key
+from strongroom.server.apikeys import create_api_key
 
 from .conftest import MASTER_KEY
 from .support import ServerProcess, start_server, wait_until

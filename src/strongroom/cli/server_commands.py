@@ -107,7 +107,7 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
     configure_logging(settings.log_level)
     services = open_services_or_fail(settings)
     if dev:
-        from ..server.keys import bootstrap_key
+        from ..server.apikeys import bootstrap_key
 
         key = bootstrap_key(services.store, services.keyring)
         if key is not None:
@@ -243,7 +243,7 @@ def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: 
     server does: the hash is an HMAC under a key the master key protects.
     """
     from ..server.api.schemas import check_name
-    from ..server.keys import create_api_key
+    from ..server.apikeys import create_api_key
 
     try:
         check_name(tenant)
@@ -274,7 +274,7 @@ def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: 
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def keys_list(tenant: str | None, as_json: bool) -> None:
     """List API keys (never the keys themselves)."""
-    from ..server.keys import list_api_keys
+    from ..server.apikeys import list_api_keys
 
     store = open_migrated_store(load_settings())
     try:
@@ -314,7 +314,7 @@ def keys_list(tenant: str | None, as_json: bool) -> None:
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key by id; it stops working at once."""
-    from ..server.keys import revoke_api_key
+    from ..server.apikeys import revoke_api_key
 
     store = open_migrated_store(load_settings())
     try:

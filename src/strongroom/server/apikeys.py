@@ -1,4 +1,6 @@
-"""API key format: ``sr_`` + 32 random base62 characters + a 6-character checksum.
+"""API keys: their format, and issuing, listing and revoking them (``strongroom keys``).
+
+A key is ``sr_`` + 32 random base62 characters + a 6-character checksum.
 
 The checksum (CRC32 of the random part) lets the server tell a mistyped key from an
 unknown or revoked one without a database look-up. Keys are 190 bits of randomness, so a
@@ -6,18 +8,21 @@ fast hash is enough (as GitHub does); but a plain hash is one anybody can comput
 anybody able to insert a row could mint a key. What is stored is therefore
 ``HMAC-SHA-256(k, SHA-256(key))``, with ``k`` a random key only the unsealed keyring
 holds (``Keyring.hash_api_key``): a row whose hash was computed without ``k`` authorises
-nothing. Hashing the SHA-256 (not the key itself) lets the keys stored by older versions,
-as ``sha256hex(key)``, be converted once without knowing them (``rehash_legacy``).
+nothing. Issuing therefore needs the unsealed keyring; listing and revoking need only
+the database.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import re
+import datetime as dt
 import secrets
 import string
 import zlib
+from collections.abc import Sequence
+
+from .crypto import Keyring
+from .ids import new_id
+from .storage.base import ApiKeyRecord, Store, Tenant, Transaction
 
 PREFIX = "sr_"
 RANDOM_CHARS = 32
@@ -58,22 +63,6 @@ def format_problem(key: str) -> str | None:
     return None
 
 
-_LEGACY_HASH = re.compile(r"[0-9a-f]{64}")
-
-
-def hash_api_key(mac_key: bytes, key: str) -> str:
-    """What is stored for ``key`` and looked up: ``HMAC-SHA-256(mac_key, SHA-256(key))``."""
-    return hmac.digest(mac_key, hashlib.sha256(key.encode()).digest(), "sha256").hex()
-
-
-def rehash_legacy(mac_key: bytes, stored: str) -> str | None:
-    """An older version's stored hash (``sha256hex(key)``) in the current form, or None
-    when ``stored`` is not one: such a row never matched a key, and must not start to."""
-    if not _LEGACY_HASH.fullmatch(stored):
-        return None
-    return hmac.digest(mac_key, bytes.fromhex(stored), "sha256").hex()
-
-
 def key_hint(key: str) -> str:
     """What a listing may show of a key: its prefix and last four characters."""
     return f"{PREFIX}…{key[-4:]}"
@@ -87,3 +76,79 @@ def scope_problem(scope: str) -> str | None:
 
 def grants(scopes: tuple[str, ...], needed: str) -> bool:
     return ALL_SCOPES in scopes or needed in scopes
+
+
+def _tenant(tx: Transaction, name: str) -> Tenant:
+    tenant = tx.tenant_by_name(name)
+    if tenant is None:
+        tenant = Tenant(new_id(), name, dt.datetime.now(dt.UTC))
+        tx.insert_tenant(tenant)
+    return tenant
+
+
+def ensure_tenant(store: Store, name: str) -> Tenant:
+    """The tenant called ``name``, created if it does not exist yet."""
+    with store.write() as tx:
+        return _tenant(tx, name)
+
+
+def _issue(
+    tx: Transaction, keyring: Keyring, tenant_name: str, name: str | None, scopes: Sequence[str]
+) -> tuple[str, ApiKeyRecord]:
+    tenant = _tenant(tx, tenant_name)
+    key = generate_api_key()
+    record = ApiKeyRecord(
+        id=new_id(),
+        tenant_id=tenant.id,
+        tenant_name=tenant.name,
+        name=name,
+        key_hash=keyring.hash_api_key(key),
+        hint=key_hint(key),
+        scopes=tuple(dict.fromkeys(scopes)) or (ALL_SCOPES,),
+        created_at=dt.datetime.now(dt.UTC),
+        revoked_at=None,
+    )
+    tx.insert_api_key(record)
+    return key, record
+
+
+def create_api_key(
+    store: Store,
+    keyring: Keyring,
+    tenant_name: str,
+    *,
+    name: str | None = None,
+    scopes: Sequence[str] = (),
+) -> tuple[str, ApiKeyRecord]:
+    """A new key for ``tenant_name`` (created if new); the key is shown only now.
+
+    No scopes means every scope.
+    """
+    for scope in scopes:
+        problem = scope_problem(scope)
+        if problem:
+            raise ValueError(problem)
+    with store.write() as tx:
+        return _issue(tx, keyring, tenant_name, name, scopes)
+
+
+def list_api_keys(store: Store, tenant_name: str | None = None) -> list[ApiKeyRecord]:
+    with store.read() as tx:
+        if tenant_name is None:
+            return tx.list_api_keys()
+        tenant = tx.tenant_by_name(tenant_name)
+        return tx.list_api_keys(tenant.id) if tenant else []
+
+
+def revoke_api_key(store: Store, key_id: str) -> bool:
+    with store.write() as tx:
+        return tx.revoke_api_key(key_id, dt.datetime.now(dt.UTC))
+
+
+def bootstrap_key(store: Store, keyring: Keyring, tenant_name: str = "default") -> str | None:
+    """On a database with no API key at all, issue one with every scope."""
+    with store.write() as tx:
+        if tx.count_api_keys():
+            return None
+        key, _ = _issue(tx, keyring, tenant_name, "bootstrap", ())
+        return key

@@ -6,19 +6,22 @@ refused at start-up) and unwraps the KEKs. Each secret version has its own data 
 under a new KEK without touching the value ciphertext.
 
 The keyring also holds the key API keys are hashed under (see ``apikeys.py``), and a
-key derived from it for :meth:`Keyring.fingerprint`.
+key derived from it for :meth:`Keyring.fingerprint`. Hashing a key's SHA-256, not the
+key, lets the keys stored by older versions as ``sha256hex(key)`` be converted once
+without knowing them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
+import re
 import threading
 from dataclasses import replace
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..apikeys import hash_api_key, rehash_legacy
 from ..storage.base import KeyringEntry, NameTaken, Sealed, Store, StoredVersion, Transaction
 from . import envelope
 from .envelope import IntegrityFailure
@@ -29,6 +32,21 @@ STEP_RESULT = "step"
 
 def step_result_context(tenant_id: str, execution_id: str, index: int) -> tuple[str, ...]:
     return (tenant_id, execution_id, str(index))
+
+
+_LEGACY_HASH = re.compile(r"[0-9a-f]{64}")
+
+def hash_api_key(mac_key: bytes, key: str) -> str:
+    """What is stored for ``key`` and looked up: ``HMAC-SHA-256(mac_key, SHA-256(key))``."""
+    return hmac.digest(mac_key, hashlib.sha256(key.encode()).digest(), "sha256").hex()
+
+def rehash_legacy(mac_key: bytes, stored: str) -> str | None:
+    """An older version's stored hash (``sha256hex(key)``) in the current form, or None
+    when ``stored`` is not one: such a row never matched a key, and must not start to."""
+    if not _LEGACY_HASH.fullmatch(stored):
+        return None
+    return hmac.digest(mac_key, bytes.fromhex(stored), "sha256").hex()
+
 
 
 class UnsealError(Exception):
