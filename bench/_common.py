@@ -32,10 +32,9 @@ from typing import Any, cast
 
 from pydantic import SecretStr
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.app import open_services
 from strongroom.server.ids import new_id
+from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
 from strongroom.server.storage.base import ApiKeyRecord, Transaction

@@ -35,9 +35,10 @@ from _common import (  # the bench directory is not a package: found via sys.pat
     wait_for_quiet,
     workdir,
 )
-from strongroom.server import audit
-from strongroom.server.api.deps import Services
-from strongroom.server.audit import Action, Caller
+from strongroom.server import trail
+from strongroom.server.auth import Caller
+from strongroom.server.services import Services
+from strongroom.server.trail import Action
 
 
 def timed(calls: int, fn: Callable[[], object]) -> tuple[float, float]:
@@ -88,7 +89,7 @@ def pieces_of_a_get(services: Services, calls: int, backend: str) -> list[list[o
 
     def audit_only() -> None:
         with store.write() as tx:
-            audit.record(tx, audit.event(caller, Action.READ, "success"))
+            trail.record(tx, trail.event(caller.actor, Action.READ, "success"))
 
     def service_get() -> None:
         services.secrets.get(caller, next(turn))

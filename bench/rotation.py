@@ -50,8 +50,8 @@ from _common import (  # the bench directory is not a package: found via sys.pat
     wait_for_quiet,
     workdir,
 )
-from strongroom.server.api.deps import Services
 from strongroom.server.crypto.rotation import rotate
+from strongroom.server.services import Services
 from strongroom.server.storage import schema
 from strongroom.server.storage.base import Sealed, StoredVersion
 

@@ -19,11 +19,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.app import create_app, open_services
-from strongroom.server.audit import Caller
+from strongroom.server.app import create_app
+from strongroom.server.auth import Caller
 from strongroom.server.crypto import Keyring
+from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store, schema
 
@@ -134,7 +134,7 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture
 def app(services: Services) -> FastAPI:
-    return create_app(services)
+    return create_app(services, run_engine=False)
 
 
 IssueKey = Callable[..., str]
@@ -185,7 +185,10 @@ def client_with(settings: Settings, issue_key: IssueKey) -> Iterator[ClientWith]
 
     def make(**changes: object) -> TestClient:
         changed = open_services(settings.model_copy(update=changes))
-        client = TestClient(create_app(changed), headers={"Authorization": f"Bearer {issue_key()}"})
+        client = TestClient(
+            create_app(changed, run_engine=False),
+            headers={"Authorization": f"Bearer {issue_key()}"},
+        )
         opened.append((changed, client))
         return client
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
+from strongroom.server.services import Services
 from strongroom.server.storage import StorageUnavailable
 
 from .conftest import ClientWith

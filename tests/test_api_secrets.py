@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key
+from strongroom.server.services import Services
 
 from .conftest import ClientWith, MakeClient
 from .support import assert_error, canary

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key, generate_api_key, revoke_api_key
 from strongroom.server.logs import JSONFormatter
+from strongroom.server.services import Services
 from strongroom.server.storage import schema
 from strongroom.server.storage.base import ApiKeyRecord
 

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import (
     KEY_LENGTH,
     create_api_key,
@@ -31,8 +30,9 @@ from strongroom.server.apikeys import (
     key_hint,
     revoke_api_key,
 )
-from strongroom.server.app import create_app, open_services
+from strongroom.server.app import create_app
 from strongroom.server.crypto import envelope
+from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
 
@@ -466,7 +466,7 @@ def test_a_row_holding_a_plain_hash_authorises_nothing(
 
     restarted = open_services(settings)
     try:
-        with TestClient(create_app(restarted)) as client:
+        with TestClient(create_app(restarted, run_engine=False)) as client:
             again = client.get("/v1/secrets", headers=headers)
         assert "not recognised" in assert_error(again, 401, "unauthorized")["message"]
     finally:
@@ -507,7 +507,7 @@ def test_keys_issued_before_the_upgrade_keep_working_after_it(
             == hmac.new(mac_key, hashlib.sha256(old.encode()).digest(), "sha256").hexdigest()
         )
         assert hashes[upper_id] == sha256_hex(upper).upper()  # left as it was
-        with TestClient(create_app(upgraded)) as client:
+        with TestClient(create_app(upgraded, run_engine=False)) as client:
 
             def status(key: str) -> tuple[int, str]:
                 response = client.get("/v1/secrets", headers={"Authorization": f"Bearer {key}"})

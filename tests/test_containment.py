@@ -44,7 +44,7 @@ import pytest
 from pydantic import SecretStr
 
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.app import open_services
+from strongroom.server.services import open_services
 from strongroom.server.settings import Settings
 
 from .canaries import (

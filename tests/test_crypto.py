@@ -24,10 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.app import open_services
-from strongroom.server.audit import Caller
+from strongroom.server.auth import Caller
 from strongroom.server.crypto import (
     IntegrityFailure,
     Keyring,
@@ -38,6 +36,7 @@ from strongroom.server.crypto import (
     load_master_key,
 )
 from strongroom.server.crypto.rotation import rotate
+from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
 from strongroom.server.tasks.runner import Runner

@@ -26,7 +26,7 @@ import psycopg
 import pytest
 
 from strongroom import Strongroom
-from strongroom.server.app import tool_config
+from strongroom.server.services import tool_config
 from strongroom.server.settings import Settings
 from strongroom.server.tasks.tools import (
     REGISTRY,

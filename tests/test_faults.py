@@ -44,11 +44,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
 from strongroom.server.api.errors import storage_error
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.audit import Caller
+from strongroom.server.auth import Caller
 from strongroom.server.crypto import Keyring
+from strongroom.server.services import Services
 from strongroom.server.storage import (
     StorageFull,
     StorageIOError,

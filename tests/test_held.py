@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from strongroom.server.api.deps import Services
-from strongroom.server.audit import Caller
+from strongroom.server.auth import Caller
 from strongroom.server.redact import marker
+from strongroom.server.services import Services
 from strongroom.server.storage import schema
 from strongroom.server.tasks.held import HeldSecrets, place_of
 from strongroom.server.tasks.runner import Runner

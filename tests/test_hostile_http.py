@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.app import open_services
+from strongroom.server.services import open_services
 from strongroom.server.settings import Settings
 
 from .conftest import BACKENDS, MASTER_KEY, MakeClient, truncate_postgres

@@ -45,7 +45,7 @@ import pytest
 from dotenv import dotenv_values
 
 from strongroom import Strongroom, StrongroomError
-from strongroom.server.api.deps import Services
+from strongroom.server.services import Services
 
 from .conftest import MASTER_KEY, POSTGRES_URL, IssueKey
 from .support import (

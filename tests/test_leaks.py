@@ -20,8 +20,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
 from strongroom.server.logs import JSONFormatter
+from strongroom.server.services import Services
 
 from .conftest import IssueKey
 from .support import ServerProcess, canary, encodings, find_leaks, postgres_rows

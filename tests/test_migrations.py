@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from strongroom.server.api.deps import Services
+from strongroom.server.services import Services
 from strongroom.server.storage import open_store, schema
 
 

@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from strongroom import Strongroom
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import PREFIX, RANDOM_CHARS, _checksum
 from strongroom.server.app import create_app
 from strongroom.server.ratelimit import RateLimiter, parse_budget
+from strongroom.server.services import Services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
 from strongroom.server.storage.sql import SQLTransaction
@@ -327,7 +327,7 @@ def test_the_cli_reports_a_bad_budget_setting_at_start(tmp_path: Path) -> None:
 
 
 def test_create_app_reads_the_budgets_from_settings(services: Services) -> None:
-    app = create_app(services)
+    app = create_app(services, run_engine=False)
     limiter = app.state.limiter
     assert [str(i) for i in limiter.per_key] == [
         str(i) for i in parse_budget(services.settings.rate_limit_per_key)

@@ -26,7 +26,8 @@ from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.app import create_app, open_services
+from strongroom.server.app import create_app
+from strongroom.server.services import open_services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store
 
@@ -151,7 +152,7 @@ def fuzzed(
     opened = open_services(settings)
     try:
         key, _ = create_api_key(opened.store, opened.keyring, "default")
-        app = create_app(opened)
+        app = create_app(opened, run_engine=False)
         yield Fuzzed(
             schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG), opened.store, key
         )

@@ -21,7 +21,6 @@ import sqlalchemy as sa
 from alembic import command
 from fastapi.testclient import TestClient
 
-from strongroom.server.api.deps import Services
 from strongroom.server.policy import (
     DEFAULT_POLICY,
     MAX_ENTRIES,
@@ -29,6 +28,7 @@ from strongroom.server.policy import (
     PolicyError,
     SecretPolicy,
 )
+from strongroom.server.services import Services
 from strongroom.server.storage import Store, open_store
 from strongroom.server.storage import schema as t
 from strongroom.server.storage.migrate import alembic_config

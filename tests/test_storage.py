@@ -7,10 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import ensure_tenant
-from strongroom.server.audit import Action, event
 from strongroom.server.ids import new_id
+from strongroom.server.services import Services
 from strongroom.server.storage.base import (
     AuditEvent,
     ExecutionRecord,
@@ -22,6 +21,7 @@ from strongroom.server.storage.base import (
     StoredVersion,
     TaskRecord,
 )
+from strongroom.server.trail import Action, Actor, event
 
 NOW = dt.datetime(2026, 11, 28, 14, 33, 0, 123456, tzinfo=dt.UTC)
 
@@ -178,7 +178,7 @@ def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str)
             tx.insert_audit_event(
                 AuditEvent(NOW, tenant_id, "key", Action.READ.value, "success", f"s{i % 2}")
             )
-        tx.insert_audit_event(event(None, Action.AUTHENTICATE, "unauthorized"))
+        tx.insert_audit_event(event(Actor(None, None), Action.AUTHENTICATE, "unauthorized"))
     with store.read() as tx:
         page = tx.list_audit_events(tenant_id, limit=2, offset=0)
         only = tx.list_audit_events(tenant_id, limit=10, offset=0, secret_name="s1")

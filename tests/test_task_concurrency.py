@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key
+from strongroom.server.services import Services
 
 from .conftest import MASTER_KEY
 from .support import ServerProcess, start_server, wait_until

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from strongroom.server.api.deps import Services
-from strongroom.server.audit import Caller
+from strongroom.server.auth import Caller
 from strongroom.server.errors import ValidationFailed
 from strongroom.server.redact import marker
+from strongroom.server.services import Services
 from strongroom.server.tasks.limits import TaskLimits
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.service import TaskService

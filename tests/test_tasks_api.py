@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from strongroom import Strongroom
-from strongroom.server.api.deps import Services
+from strongroom.server.services import Services
 
 from .conftest import MakeClient
 from .support import assert_error, canary, find_leaks

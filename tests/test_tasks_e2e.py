@@ -27,9 +27,9 @@ import pytest
 
 from strongroom import Strongroom
 from strongroom.models import Execution
-from strongroom.server.api.deps import Services
 from strongroom.server.apikeys import create_api_key
-from strongroom.server.audit import Caller
+from strongroom.server.auth import Caller
+from strongroom.server.services import Services
 
 from .conftest import MASTER_KEY, POSTGRES_URL
 from .support import (

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from strongroom.server.api.deps import Services
-from strongroom.server.audit import Caller
+from strongroom.server.auth import Caller
 from strongroom.server.crypto import IntegrityFailure
 from strongroom.server.crypto.keyring import STEP_RESULT, step_result_context
 from strongroom.server.crypto.rotation import rotate
+from strongroom.server.services import Services
 from strongroom.server.storage.base import StepRecord
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.status import SUCCEEDED

@@ -18,6 +18,7 @@ from rich.table import Table
 from .common import err, fail
 
 if TYPE_CHECKING:
+    from ..server.services import Services
     from ..server.settings import Settings
     from ..server.storage import Store
 
@@ -74,9 +75,9 @@ def open_migrated_store(settings: Settings) -> Store:
     return store
 
 
-def open_services_or_fail(settings: Settings) -> Any:
-    from ..server.app import open_services
+def open_services_or_fail(settings: Settings) -> Services:
     from ..server.crypto import MasterKeyError, UnsealError
+    from ..server.services import open_services
     from ..server.storage import StorageUnavailable
 
     try:
@@ -122,7 +123,6 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
 
     from ..server.app import create_app
 
-    engine = start_engine_or_fail(services)
     try:
         uvicorn.run(
             create_app(services),
@@ -138,11 +138,10 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
             forwarded_allow_ips=settings.forwarded_allow_ips or None,
         )
     finally:
-        engine.stop()
-        services.store.close()
+        services.close()
 
 
-def keyring_services_or_fail(settings: Settings, command: str) -> Any:
+def keyring_services_or_fail(settings: Settings, command: str) -> Services:
     """The services, for a command that needs the unsealed keyring although it serves
     nothing (``keys create``: keys are stored as HMACs under a key the master key wraps),
     with the reason said when no master key is configured."""
@@ -168,7 +167,7 @@ def check_tool_settings(settings: Settings) -> None:
     """Refuse to start, before the database is opened, on task-tool settings that cannot
     work or would expose the server's own files (a tool SQLite directory overlapping the
     data directory, a bad STRONGROOM_EGRESS_ALLOW): said at once, not at the first task."""
-    from ..server.app import tool_config
+    from ..server.services import tool_config
 
     try:
         tool_config(settings)
@@ -176,12 +175,11 @@ def check_tool_settings(settings: Settings) -> None:
         fail(str(exc), code=2)
 
 
-def start_engine_or_fail(services: Any) -> Any:
-    from ..server.app import start_engine
-
+def start_engine_or_fail(services: Services) -> None:
     try:
-        return start_engine(services)
+        services.engine.start()
     except Exception as exc:
+        services.close()
         fail(f"cannot start the execution engine: {type(exc).__name__}: {str(exc)[:300]}")
 
 
@@ -201,14 +199,13 @@ def worker() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    engine = start_engine_or_fail(services)
+    start_engine_or_fail(services)
     err.print(f"worker {settings.executor_id} is running executions", highlight=False)
     try:
         while not stop.wait(1.0):
             pass
     finally:
-        engine.stop()
-        services.store.close()
+        services.close()
 
 
 @click.command()
@@ -242,7 +239,7 @@ def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: 
     Needs the master key (STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE), as the
     server does: the hash is an HMAC under a key the master key protects.
     """
-    from ..server.api.schemas import check_name
+    from ..server.api.schemas.common import check_name
     from ..server.apikeys import create_api_key
 
     try:

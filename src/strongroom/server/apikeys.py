@@ -20,6 +20,7 @@ import string
 import zlib
 from collections.abc import Sequence
 
+from .auth import Scope, scope_problem
 from .crypto import Keyring
 from .ids import new_id
 from .storage.base import ApiKeyRecord, Store, Tenant, Transaction
@@ -29,9 +30,6 @@ RANDOM_CHARS = 32
 CHECKSUM_CHARS = 6
 KEY_LENGTH = len(PREFIX) + RANDOM_CHARS + CHECKSUM_CHARS
 _ALPHABET = string.digits + string.ascii_letters
-
-SCOPES = ("secrets:read", "secrets:write", "secrets:admin", "tasks:run", "audit:read")
-ALL_SCOPES = "*"
 
 
 def _base62(number: int, width: int) -> str:
@@ -68,16 +66,6 @@ def key_hint(key: str) -> str:
     return f"{PREFIX}…{key[-4:]}"
 
 
-def scope_problem(scope: str) -> str | None:
-    if scope == ALL_SCOPES or scope in SCOPES:
-        return None
-    return f"unknown scope {scope!r} (known: {', '.join((*SCOPES, ALL_SCOPES))})"
-
-
-def grants(scopes: tuple[str, ...], needed: str) -> bool:
-    return ALL_SCOPES in scopes or needed in scopes
-
-
 def _tenant(tx: Transaction, name: str) -> Tenant:
     tenant = tx.tenant_by_name(name)
     if tenant is None:
@@ -104,7 +92,7 @@ def _issue(
         name=name,
         key_hash=keyring.hash_api_key(key),
         hint=key_hint(key),
-        scopes=tuple(dict.fromkeys(scopes)) or (ALL_SCOPES,),
+        scopes=tuple(dict.fromkeys(scopes)) or (Scope.ALL.value,),
         created_at=dt.datetime.now(dt.UTC),
         revoked_at=None,
     )

@@ -31,6 +31,19 @@ class ValidationFailed(ServiceError):
     code = "validation_error"
     status = 422
 
+    @classmethod
+    def at(cls, location: str, message: str) -> ValidationFailed:
+        """One problem at ``location`` (``body.value``, ``query.metadata``), said as
+        ``"<location>: <message>"``."""
+        return cls(f"{location}: {message}", [Detail(location, message)])
+
+    @classmethod
+    def of(cls, details: list[Detail]) -> ValidationFailed:
+        """Every problem found, said by the first: ``"<location>: <message> (and 2 more)"``."""
+        first = details[0] if details else Detail("body", "invalid request")
+        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+        return cls(f"{first.location}: {first.message}{more}", details)
+
 
 class Unauthorized(ServiceError):
     code = "unauthorized"

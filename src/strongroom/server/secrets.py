@@ -19,9 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from . import audit
-from .apikeys import grants
-from .audit import Action, Caller
+from . import trail
+from .auth import Caller, Scope, require
 from .crypto import IntegrityFailure, Keyring
 from .errors import (
     Conflict,
@@ -36,6 +35,7 @@ from .errors import (
 from .ids import new_id
 from .policy import DEFAULT_POLICY, PolicyError, SecretPolicy
 from .storage.base import NameTaken, Page, SecretRecord, Store, Transaction, VersionRecord
+from .trail import Action
 
 log = logging.getLogger("strongroom.secrets")
 
@@ -80,9 +80,7 @@ def resolve_policy(
         return current.changed(given, known_tools=known_tools())
     except PolicyError as exc:
         location = f"{where}.{exc.location}" if exc.location else where
-        raise ValidationFailed(
-            f"{location}: {exc.message}", [Detail(location, exc.message)]
-        ) from None
+        raise ValidationFailed.at(location, exc.message) from None
 
 
 def use_only(name: str) -> Forbidden:
@@ -99,7 +97,7 @@ def write_answer(
     what it sent (and the identifiers, version and policy a write needs): its description
     is ``None`` and its metadata empty unless this very call set them, so that a
     write-only key cannot read them back through a no-op rename or a new value."""
-    if grants(caller.scopes, "secrets:read"):
+    if caller.may(Scope.SECRETS_READ):
         return secret
     return replace(
         secret,
@@ -167,27 +165,29 @@ def _check_version(current: SecretRecord, expected: int | None) -> None:
         )
 
 
+def check_value(value: str | None, max_bytes: int) -> None:
+    """Values are limited in UTF-8 bytes, by a setting (``STRONGROOM_MAX_VALUE_BYTES``), and
+    must be valid Unicode; said before anything else about the call, authorization too."""
+    if value is None:
+        return
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise ValidationFailed(
+            "body.value: value must be valid Unicode text",
+            [Detail("body.value", "value holds an unpaired surrogate; it must be valid Unicode")],
+        ) from None
+    if size > max_bytes:
+        raise ValidationFailed.at("body.value", f"value is {size} bytes; the limit is {max_bytes}")
+
+
 class SecretService:
-    def __init__(self, store: Store, keyring: Keyring) -> None:
+    def __init__(self, store: Store, keyring: Keyring, *, max_value_bytes: int) -> None:
         self.store = store
         self.keyring = keyring
+        self.max_value_bytes = max_value_bytes
 
     # -- plumbing -------------------------------------------------------------------------
-    def _authorize(
-        self,
-        caller: Caller,
-        scope: str,
-        action: Action,
-        name: str | None,
-        secret_id: str | None = None,
-    ) -> None:
-        if not grants(caller.scopes, scope):
-            audit.record_alone(
-                self.store,
-                audit.event(caller, action, "forbidden", secret_name=name, secret_id=secret_id),
-            )
-            raise Forbidden(f"this API key lacks the {scope!r} scope")
-
     def _audited(
         self, caller: Caller, action: Action, name: str | None, work: Callable[[], T]
     ) -> T:
@@ -198,14 +198,14 @@ class SecretService:
         try:
             return work()
         except ServiceError as error:
-            event = audit.event(
-                caller,
+            event = trail.event(
+                caller.actor,
                 attempt.action,
                 error.code,
                 secret_name=attempt.secret_name,
                 secret_id=attempt.secret_id,
             )
-            audit.record_alone(self.store, event)
+            trail.record_alone(self.store, event)
             raise
 
     @staticmethod
@@ -216,10 +216,15 @@ class SecretService:
         secret: SecretRecord,
         detail: str | None = None,
     ) -> None:
-        event = audit.event(
-            caller, action, "success", secret_name=secret.name, secret_id=secret.id, detail=detail
+        event = trail.event(
+            caller.actor,
+            action,
+            "success",
+            secret_name=secret.name,
+            secret_id=secret.id,
+            detail=detail,
         )
-        audit.record(tx, event)
+        trail.record(tx, event)
 
     def _seal_version(
         self, tx: Transaction, caller: Caller, secret: SecretRecord, value: str, at: dt.datetime
@@ -239,7 +244,8 @@ class SecretService:
     ) -> SecretRecord:
         """Create a secret. Any policy may be set here with ``secrets:write`` alone: a new
         secret has no earlier policy to loosen."""
-        self._authorize(caller, "secrets:write", Action.CREATE, name)
+        check_value(value, self.max_value_bytes)
+        require(self.store, caller, Scope.SECRETS_WRITE, Action.CREATE, secret_name=name)
 
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
@@ -266,7 +272,7 @@ class SecretService:
         return self._audited(caller, Action.CREATE, name, work)
 
     def get(self, caller: Caller, name: str, version: int | None = None) -> RevealedSecret:
-        self._authorize(caller, "secrets:read", Action.READ, name)
+        require(self.store, caller, Scope.SECRETS_READ, Action.READ, secret_name=name)
         failure: ServiceError | None = None
         revealed: RevealedSecret | None = None
         with self.store.write() as tx:
@@ -296,10 +302,10 @@ class SecretService:
                         "elsewhere, so the value cannot be trusted and is not returned"
                     )
             # The read is recorded in the transaction that read it: no record, no value.
-            audit.record(
+            trail.record(
                 tx,
-                audit.event(
-                    caller,
+                trail.event(
+                    caller.actor,
                     Action.READ,
                     failure.code if failure else "success",
                     secret_name=name,
@@ -320,7 +326,7 @@ class SecretService:
         offset: int,
         metadata_filter: Mapping[str, Any] | None = None,
     ) -> Page[SecretRecord]:
-        self._authorize(caller, "secrets:read", Action.LIST, None)
+        require(self.store, caller, Scope.SECRETS_READ, Action.LIST)
         with self.store.read() as tx:
             return tx.list_secrets(
                 caller.tenant_id, limit=limit, offset=offset, metadata_filter=metadata_filter
@@ -328,12 +334,12 @@ class SecretService:
 
     def list_newest_first(self, caller: Caller, *, limit: int, offset: int) -> Page[SecretRecord]:
         """The tenant's secrets, most recently created first (the Julep surface's order)."""
-        self._authorize(caller, "secrets:read", Action.LIST, None)
+        require(self.store, caller, Scope.SECRETS_READ, Action.LIST)
         with self.store.read() as tx:
             return tx.list_secrets_newest_first(caller.tenant_id, limit=limit, offset=offset)
 
     def versions(self, caller: Caller, name: str) -> list[VersionRecord]:
-        self._authorize(caller, "secrets:read", Action.VERSIONS, name)
+        require(self.store, caller, Scope.SECRETS_READ, Action.VERSIONS, secret_name=name)
 
         def work() -> list[VersionRecord]:
             with self.store.read() as tx:
@@ -407,9 +413,17 @@ class SecretService:
         expected_version: int | None,
         policy: PolicyInput = UNSET,
     ) -> SecretRecord:
+        check_value(value, self.max_value_bytes)
         renames = target.name is not None and new_name is not None and new_name != target.name
         attempt = _Attempt(Action.RENAME if renames else Action.UPDATE, target.name, target.id)
-        self._authorize(caller, "secrets:write", attempt.action, target.name, target.id)
+        require(
+            self.store,
+            caller,
+            Scope.SECRETS_WRITE,
+            attempt.action,
+            secret_name=target.name,
+            secret_id=target.id,
+        )
 
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
@@ -439,7 +453,7 @@ class SecretService:
                     if policy is not UNSET:
                         new_policy = resolve_policy(current.policy, policy)
                         loosened = current.policy.loosenings(new_policy)
-                        if loosened and not grants(caller.scopes, "secrets:admin"):
+                        if loosened and not caller.may(Scope.SECRETS_ADMIN):
                             # Raised inside the transaction: nothing of the call is kept.
                             raise Forbidden(
                                 f"this change to the policy of secret {name!r} "
@@ -491,7 +505,8 @@ class SecretService:
         ``policy`` is laid over the current policy, or the default one when creating).
         With ``expected_version`` the secret must exist at that version.
         """
-        self._authorize(caller, "secrets:write", Action.UPDATE, name)
+        check_value(value, self.max_value_bytes)
+        require(self.store, caller, Scope.SECRETS_WRITE, Action.UPDATE, secret_name=name)
         with self.store.read() as tx:
             exists = tx.secret_by_name(caller.tenant_id, name) is not None
         if not exists and expected_version is None:
@@ -533,7 +548,14 @@ class SecretService:
         self, caller: Caller, target: _Target, expected_version: int | None
     ) -> DeletedSecret:
         attempt = _Attempt(Action.DELETE, target.name, target.id)
-        self._authorize(caller, "secrets:write", Action.DELETE, target.name, target.id)
+        require(
+            self.store,
+            caller,
+            Scope.SECRETS_WRITE,
+            Action.DELETE,
+            secret_name=target.name,
+            secret_id=target.id,
+        )
 
         def work() -> DeletedSecret:
             now = dt.datetime.now(dt.UTC)

@@ -1,33 +1,20 @@
-"""Request dependencies: the running services, and the caller behind the API key."""
+"""Request dependencies every route shares: the services, the caller behind the API key, and
+the common parameters (``Auth``, ``Svc``, ``Limit``, ``Offset``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Query, Request
 
-from .. import audit
+from .. import trail
 from ..apikeys import format_problem
-from ..audit import Action, Caller
-from ..crypto import Keyring
+from ..auth import Caller
 from ..errors import RateLimited, Unauthorized
 from ..logs import request_id_var
 from ..ratelimit import RateLimiter, Refusal
-from ..secrets import SecretService
-from ..settings import Settings
-from ..storage import Store
-from ..tasks.service import TaskService
-
-
-@dataclass
-class Services:
-    """What the routes need, built once per app."""
-
-    settings: Settings
-    store: Store
-    keyring: Keyring
-    secrets: SecretService
-    tasks: TaskService
+from ..services import Services
+from ..trail import Action, Actor
 
 
 def services_of(request: Request) -> Services:
@@ -62,18 +49,10 @@ def _refuse(
     request: Request, reason: str, *, tenant_id: str | None = None, key_id: str | None = None
 ) -> Unauthorized:
     limiter_of(request).authentication_failed(_client_addr(request) or "")
-    audit.record_alone(
+    actor = Actor(tenant_id, key_id, request_id_var.get(), _client_addr(request))
+    trail.record_alone(
         services_of(request).store,
-        audit.event(
-            None,
-            Action.AUTHENTICATE,
-            "unauthorized",
-            detail=reason,
-            tenant_id=tenant_id,
-            key_id=key_id,
-            request_id=request_id_var.get(),
-            client_addr=_client_addr(request),
-        ),
+        trail.event(actor, Action.AUTHENTICATE, "unauthorized", detail=reason),
     )
     return Unauthorized(reason, headers={"WWW-Authenticate": 'Bearer realm="strongroom"'})
 
@@ -111,3 +90,10 @@ def authenticate(request: Request) -> Caller:
         request_id=request_id_var.get(),
         client_addr=_client_addr(request),
     )
+
+
+# The parameters routes share, declared once.
+Auth = Annotated[Caller, Depends(authenticate)]
+Svc = Annotated[Services, Depends(services)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]

@@ -73,9 +73,7 @@ def validation_failed(errors: Sequence[Any]) -> ValidationFailed:
         if error.get("type") == "json_invalid":
             loc = ("body",)
         details.append(Detail(location(loc), _message(error)))
-    first = details[0] if details else Detail("body", "invalid request")
-    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-    return ValidationFailed(f"{first.location}: {first.message}{more}", details)
+    return ValidationFailed.of(details)
 
 
 async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -131,7 +129,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             message = "request body holds a number with more digits than can be read"
         else:
             message = "request body could not be read as JSON (it must be UTF-8)"
-        error = ValidationFailed(f"body: {message}", [Detail("body", message)])
+        error = ValidationFailed.at("body", message)
     else:
         error = ServiceError(str(exc.detail), headers=headers)
         error.status = exc.status_code

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from . import schemas
-from .deps import Services, services
-from .schemas import error_responses
+from .deps import Svc
+from .schemas.common import Health, error_responses
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=schemas.Health, responses=error_responses(503))
-def healthz(svc: Annotated[Services, Depends(services)]) -> dict[str, Any]:
+@router.get("/healthz", response_model=Health, responses=error_responses(503))
+def healthz(svc: Svc) -> dict[str, Any]:
     svc.store.ping()
     return {"status": "ok", "database": "ok"}

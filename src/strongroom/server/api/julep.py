@@ -15,26 +15,20 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import AfterValidator, BaseModel, JsonValue
+from fastapi import APIRouter, Depends, Path, Response
+from pydantic import AfterValidator
 
-from ..audit import Caller
 from ..errors import Conflict
-from ..secrets import UNSET, write_answer
-from ..storage.base import SecretRecord
-from .deps import Services, authenticate, services
-from .schemas import (
-    COMMON_ERRORS,
-    ENCRYPTED,
-    Description,
-    Metadata,
-    SecretName,
-    Strict,
-    Timestamp,
-    Value,
-    error_responses,
+from ..secrets import UNSET
+from .deps import Auth, Limit, Offset, Svc
+from .schemas.common import COMMON_ERRORS, error_responses
+from .schemas.julep import (
+    JulepDeleted,
+    JulepSecret,
+    JulepSecretCreate,
+    JulepSecretUpdate,
+    julep_out,
 )
-from .secrets import _check_value
 
 # A UUID in the spellings uuid.UUID reads: any case, hyphens or none, braces, a URN prefix.
 # (uuid.UUID alone takes more, e.g. "0x" or "_" inside the hex digits, which int() reads.)
@@ -63,69 +57,8 @@ SecretIdPath = Annotated[
     Path(description="the secret's id", json_schema_extra={"pattern": UUID_PATTERN}),
     AfterValidator(_secret_id),
 ]
-Auth = Annotated[Caller, Depends(authenticate)]
-Svc = Annotated[Services, Depends(services)]
 
 _COMMON = COMMON_ERRORS
-
-
-# -- wire shapes ------------------------------------------------------------------------------
-class JulepSecretCreate(Strict):
-    name: SecretName
-    value: Value
-    description: Description = None
-    metadata: Metadata = None
-
-
-class JulepSecretUpdate(Strict):
-    """Julep's update: ``name`` and ``value`` always; a description or metadata left out,
-    or sent as ``null``, keeps the current one (as Julep's own server does)."""
-
-    name: SecretName
-    value: Value
-    description: Description = None
-    metadata: Metadata = None
-
-
-class JulepSecret(BaseModel):
-    id: str
-    name: str
-    description: str | None
-    metadata: dict[str, JsonValue]
-    value: str
-    created_at: Timestamp
-    updated_at: Timestamp
-
-
-class JulepDeleted(BaseModel):
-    id: str
-    deleted_at: Timestamp
-    jobs: list[str]
-
-
-def _out(
-    secret: SecretRecord,
-    caller: Caller | None = None,
-    given: frozenset[str] | set[str] = frozenset(),
-) -> dict[str, Any]:
-    """A Secret in Julep's shape (it has no policy: a write here leaves the policy as it
-    is). With ``caller``, a write call's answer: only what the caller may see."""
-    if caller is not None:
-        secret = write_answer(
-            caller,
-            secret,
-            sent_description="description" in given,
-            sent_metadata="metadata" in given,
-        )
-    return {
-        "id": secret.id,
-        "name": secret.name,
-        "description": secret.description,
-        "metadata": secret.metadata,
-        "value": ENCRYPTED,
-        "created_at": secret.created_at,
-        "updated_at": secret.updated_at,
-    }
 
 
 def _final(error: Conflict) -> None:
@@ -142,13 +75,12 @@ def _final(error: Conflict) -> None:
     summary="Create a secret (Julep's shape)",
 )
 def create_secret(body: JulepSecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
-    _check_value(svc, body.value)
     try:
         secret = svc.secrets.create(caller, body.name, body.value, body.description, body.metadata)
     except Conflict as error:
         _final(error)
         raise
-    return _out(secret, caller, body.model_fields_set)
+    return julep_out(secret, caller, body.model_fields_set)
 
 
 @router.get(
@@ -160,11 +92,11 @@ def create_secret(body: JulepSecretCreate, caller: Auth, svc: Svc) -> dict[str, 
 def list_secrets(
     caller: Auth,
     svc: Svc,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> list[dict[str, Any]]:
     page = svc.secrets.list_newest_first(caller, limit=limit, offset=offset)
-    return [_out(secret) for secret in page.items]
+    return [julep_out(secret) for secret in page.items]
 
 
 @router.put(
@@ -176,7 +108,6 @@ def list_secrets(
 def update_secret(
     secret_id: SecretIdPath, body: JulepSecretUpdate, caller: Auth, svc: Svc
 ) -> dict[str, Any]:
-    _check_value(svc, body.value)
     try:
         secret = svc.secrets.update_by_id(
             caller,
@@ -191,7 +122,7 @@ def update_secret(
         raise
     # A null description or metadata keeps the current one: only a value was sent.
     sent = {field for field in ("description", "metadata") if getattr(body, field) is not None}
-    return _out(secret, caller, sent)
+    return julep_out(secret, caller, sent)
 
 
 @router.delete(

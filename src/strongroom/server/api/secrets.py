@@ -6,30 +6,37 @@ import json
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
-from ..audit import Caller
-from ..errors import Detail, ValidationFailed
+from ..auth import Caller
+from ..errors import ValidationFailed
 from ..policy import DEFAULT_POLICY
 from ..secrets import UNSET, RevealedSecret, resolve_policy, write_answer
 from ..storage.base import SecretRecord
-from . import schemas
-from .deps import Services, authenticate, services
-from .schemas import ENCRYPTED, error_responses
+from .deps import Auth, Limit, Offset, Svc
+from .schemas import secrets as schemas
+from .schemas.common import (
+    COMMON_ERRORS,
+    NAME_SCHEMA,
+    VERSION_MAX,
+    check_metadata,
+    check_name,
+    error_responses,
+    page_body,
+)
+from .schemas.secrets import deleted_out, secret_out, version_out
 
 router = APIRouter(prefix="/v1/secrets", tags=["secrets"])
 
 NamePath = Annotated[
     str,
-    Path(description="the secret's name", json_schema_extra=schemas.NAME_SCHEMA),
-    AfterValidator(schemas.check_name),
+    Path(description="the secret's name", json_schema_extra=NAME_SCHEMA),
+    AfterValidator(check_name),
 ]
-Auth = Annotated[Caller, Depends(authenticate)]
-Svc = Annotated[Services, Depends(services)]
 
-_COMMON = schemas.COMMON_ERRORS
+_COMMON = COMMON_ERRORS
 
 # A version number, as an ETag is spelled ("3", or weak: W/"3"); at most ten digits past
 # any leading zeros, so no header makes int() work hard or fail.
@@ -47,22 +54,6 @@ IfMatch = Annotated[
 # The routes a workload calls most (create, get, update, put) are ``async``: their
 # database work runs in one threadpool hop, and FastAPI then validates the answer on the
 # event loop instead of in a second hop (it does that in a thread for a plain ``def``).
-
-
-def secret_out(
-    secret: SecretRecord, value: str = ENCRYPTED, version: int | None = None
-) -> dict[str, Any]:
-    return {
-        "id": secret.id,
-        "name": secret.name,
-        "description": secret.description,
-        "metadata": secret.metadata,
-        "value": value,
-        "version": secret.version if version is None else version,
-        "created_at": secret.created_at,
-        "updated_at": secret.updated_at,
-        "policy": secret.policy.to_json(),
-    }
 
 
 def _answer(caller: Caller, secret: SecretRecord, given: set[str]) -> dict[str, Any]:
@@ -86,28 +77,12 @@ def _policy_change(
     if "policy" not in body.model_fields_set:
         return UNSET
     if body.policy is None:
-        message = "policy cannot be null: leave it out to keep the policy"
-        raise ValidationFailed(f"body.policy: {message}", [Detail("body.policy", message)])
+        raise ValidationFailed.at(
+            "body.policy", "policy cannot be null: leave it out to keep the policy"
+        )
     change = body.policy.change()
     resolve_policy(DEFAULT_POLICY, change, where="body.policy")
     return change
-
-
-def _check_value(svc: Services, value: str | None) -> None:
-    """Values are limited in UTF-8 bytes, by a setting, so this check is not in the schema."""
-    if value is None:
-        return
-    try:
-        size = len(value.encode())
-    except UnicodeEncodeError:
-        raise ValidationFailed(
-            "body.value: value must be valid Unicode text",
-            [Detail("body.value", "value holds an unpaired surrogate; it must be valid Unicode")],
-        ) from None
-    limit = svc.settings.max_value_bytes
-    if size > limit:
-        message = f"value is {size} bytes; the limit is {limit}"
-        raise ValidationFailed(f"body.value: {message}", [Detail("body.value", message)])
 
 
 def _metadata_filter(request: Request) -> dict[str, Any] | None:
@@ -120,9 +95,9 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
             except (ValueError, RecursionError):  # not JSON, or nested past the parser
                 parsed = None
             if not isinstance(parsed, dict):
-                message = 'metadata must be a JSON object, e.g. {"environment":"production"}'
-                raise ValidationFailed(
-                    f"query.metadata: {message}", [Detail("query.metadata", message)]
+                raise ValidationFailed.at(
+                    "query.metadata",
+                    'metadata must be a JSON object, e.g. {"environment":"production"}',
                 )
             found.update(parsed)
         elif key.startswith("metadata[") and key.endswith("]") and len(key) > len("metadata[]"):
@@ -130,11 +105,9 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
     try:
         # What stored metadata may be, a filter may be: a larger one could match nothing,
         # and text that is not valid Unicode could not even be looked up.
-        schemas.check_metadata(found)
+        check_metadata(found)
     except ValueError as exc:
-        raise ValidationFailed(
-            f"query.metadata: {exc}", [Detail("query.metadata", str(exc))]
-        ) from None
+        raise ValidationFailed.at("query.metadata", str(exc)) from None
     return found or None
 
 
@@ -146,7 +119,6 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
     summary="Create a secret",
 )
 async def create_secret(body: schemas.SecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
-    _check_value(svc, body.value)
     policy = _policy_change(body)
     secret = await run_in_threadpool(
         svc.secrets.create,
@@ -184,13 +156,13 @@ def list_secrets(
     request: Request,
     caller: Auth,
     svc: Svc,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     page = svc.secrets.list_secrets(
         caller, limit=limit, offset=offset, metadata_filter=_metadata_filter(request)
     )
-    return schemas.page_body(page, limit, offset, secret_out)
+    return page_body(page, limit, offset, secret_out)
 
 
 @router.get(
@@ -204,7 +176,7 @@ async def get_secret(
     response: Response,
     caller: Auth,
     svc: Svc,
-    version: Annotated[int | None, Query(ge=1, le=schemas.VERSION_MAX)] = None,
+    version: Annotated[int | None, Query(ge=1, le=VERSION_MAX)] = None,
 ) -> dict[str, Any]:
     revealed: RevealedSecret = await run_in_threadpool(svc.secrets.get, caller, name, version)
     response.headers["ETag"] = f'"{revealed.secret.version}"'
@@ -216,12 +188,10 @@ def _expected_version(body_version: int | None, if_match: str | None) -> int | N
         return body_version
     found = _IF_MATCH.fullmatch(if_match)
     if found is None:
-        message = 'If-Match must be a version number, e.g. "3"'
-        raise ValidationFailed(f"header.if-match: {message}", [Detail("header.if-match", message)])
+        raise ValidationFailed.at("header.if-match", 'If-Match must be a version number, e.g. "3"')
     version = int(found.group(2))
     if body_version is not None and body_version != version:
-        message = "If-Match and expected_version disagree"
-        raise ValidationFailed(message, [Detail("header.if-match", message)])
+        raise ValidationFailed.at("header.if-match", "If-Match and expected_version disagree")
     return version
 
 
@@ -240,14 +210,12 @@ async def update_secret(
 ) -> dict[str, Any]:
     given = body.model_fields_set
     if "value" in given and body.value is None:
-        raise ValidationFailed(
-            "body.value: value cannot be null", [Detail("body.value", "value cannot be null")]
-        )
+        raise ValidationFailed.at("body.value", "value cannot be null")
     changes = given - {"expected_version"} - (set() if body.new_name else {"new_name"})
     if not changes:
-        message = "nothing to update: give value, description, metadata, new_name or policy"
-        raise ValidationFailed(message, [Detail("body", message)])
-    _check_value(svc, body.value)
+        raise ValidationFailed.at(
+            "body", "nothing to update: give value, description, metadata, new_name or policy"
+        )
     policy = _policy_change(body)
     secret = await run_in_threadpool(
         svc.secrets.update,
@@ -277,7 +245,6 @@ async def put_secret(
     svc: Svc,
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    _check_value(svc, body.value)
     given = body.model_fields_set
     secret, created = await run_in_threadpool(
         svc.secrets.upsert,
@@ -306,7 +273,7 @@ def delete_secret(
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
     deleted = svc.secrets.delete(caller, name, expected_version=_expected_version(None, if_match))
-    return {"id": deleted.id, "name": deleted.name, "deleted_at": deleted.deleted_at}
+    return deleted_out(deleted)
 
 
 @router.get(
@@ -317,9 +284,4 @@ def delete_secret(
 )
 def list_versions(name: NamePath, caller: Auth, svc: Svc) -> dict[str, Any]:
     versions = svc.secrets.versions(caller, name)
-    return {
-        "items": [
-            {"version": v.version, "created_at": v.created_at, "created_by": v.created_by}
-            for v in versions
-        ]
-    }
+    return {"items": [version_out(v) for v in versions]}

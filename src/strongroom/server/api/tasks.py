@@ -6,16 +6,14 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import AfterValidator, JsonValue
 
-from ..audit import Caller
-from ..errors import Detail, ValidationFailed
-from ..storage.base import ExecutionRecord, StepRecord, TaskRecord
+from ..errors import ValidationFailed
 from ..tasks.definitions import task_body
-from . import task_schemas as schemas
-from .deps import Services, authenticate, services
-from .schemas import (
+from .deps import Auth, Limit, Offset, Svc
+from .schemas import tasks as schemas
+from .schemas.common import (
     COMMON_ERRORS,
     NO_NUL_SCHEMA,
     check_text,
@@ -23,14 +21,11 @@ from .schemas import (
     json_problem,
     page_body,
 )
+from .schemas.tasks import execution_out, step_out, task_out
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 executions_router = APIRouter(prefix="/v1/executions", tags=["executions"])
 
-Auth = Annotated[Caller, Depends(authenticate)]
-Svc = Annotated[Services, Depends(services)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 # Ids are UUIDs, and any other text finds nothing (404); but they are looked up as text,
 # and PostgreSQL fails on text holding NUL rather than find nothing, so that is refused.
 _ID_SCHEMA: dict[str, JsonValue] = {"format": "uuid", **NO_NUL_SCHEMA}
@@ -46,57 +41,19 @@ ExecutionId = Annotated[
 _COMMON = COMMON_ERRORS
 
 
-def task_out(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "name": task.name,
-        "description": task.description,
-        "steps": task.steps,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-    }
-
-
-def execution_out(execution: ExecutionRecord) -> dict[str, Any]:
-    return {
-        "id": execution.id,
-        "task_id": execution.task_id,
-        "status": execution.status,
-        "input": execution.input,
-        "output": execution.output,
-        "error": execution.error,
-        "created_at": execution.created_at,
-        "updated_at": execution.updated_at,
-    }
-
-
-def step_out(step: StepRecord) -> dict[str, Any]:
-    return {
-        "index": step.index,
-        "kind": step.kind,
-        "status": step.status,
-        "output": step.output,
-        "error": step.error,
-        "started_at": step.started_at,
-        "finished_at": step.finished_at,
-    }
-
-
 def _refuse_unstorable(body: Mapping[str, Any]) -> None:
     """Refuse what the store could not keep as sent, before parse_task checks the shape:
     text that is not valid Unicode or numbers out of range anywhere, and NUL characters in
     the name and description, which are columns of their own."""
     problem = json_problem(body)
     if problem:
-        message = f"the task {problem}"
-        raise ValidationFailed(f"body: {message}", [Detail("body", message)])
+        raise ValidationFailed.at("body", f"the task {problem}")
     task, prefix = task_body(body)
     if isinstance(task, Mapping):
         for key in ("name", "description"):
             text = task.get(key)
             if isinstance(text, str) and "\x00" in text:
-                message = "must not contain NUL characters"
-                raise ValidationFailed(f"{prefix}{key}: {message}", [Detail(prefix + key, message)])
+                raise ValidationFailed.at(prefix + key, "must not contain NUL characters")
 
 
 # -- tasks ------------------------------------------------------------------------------------

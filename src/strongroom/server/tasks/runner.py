@@ -40,13 +40,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .. import audit
-from ..audit import Action
+from .. import trail
 from ..crypto import IntegrityFailure, Keyring
 from ..crypto.keyring import STEP_RESULT, step_result_context
 from ..policy import DEFAULT_POLICY, SecretPolicy
 from ..redact import Redactor, marker, redacting
 from ..storage.base import ExecutionRecord, StepRecord, Store
+from ..trail import Action, Actor
 from . import containment
 from .containment import SecretUses
 from .definitions import CompiledStep, compile_steps
@@ -518,17 +518,15 @@ class Runner:
                     except IntegrityFailure:
                         outcome = "internal_error"
                         damaged.append(name)
-                audit.record(
+                trail.record(
                     tx,
-                    audit.event(
-                        None,
+                    trail.event(
+                        Actor(execution.tenant_id, execution.created_by),
                         Action.READ,
                         outcome,
                         secret_name=name,
                         secret_id=secret.id if secret else None,
                         detail=detail,
-                        tenant_id=execution.tenant_id,
-                        key_id=execution.created_by,
                     ),
                 )
         if missing:
@@ -587,17 +585,15 @@ class Runner:
         with self.store.write() as tx:
             if isinstance(error, PolicyRefused):
                 for name in error.secrets:
-                    audit.record(
+                    trail.record(
                         tx,
-                        audit.event(
-                            None,
+                        trail.event(
+                            Actor(execution.tenant_id, execution.created_by),
                             Action.USE,
                             "forbidden",
                             secret_name=name,
                             detail=f"execution {execution.id} step {index}: "
                             f"{attempt.step.tool}/{attempt.step.operation}",
-                            tenant_id=execution.tenant_id,
-                            key_id=execution.created_by,
                         ),
                     )
             tx.save_step(

@@ -14,19 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .. import audit
-from ..apikeys import grants
-from ..audit import Action, Caller
-from ..errors import Forbidden, NotFound
+from .. import trail
+from ..auth import Caller, Scope, require
+from ..errors import NotFound
 from ..ids import new_id
 from ..storage.base import ExecutionRecord, Page, StepRecord, Store, TaskRecord
+from ..trail import Action
 from .definitions import TaskDefinition, parse_task
 from .limits import DEFAULT_LIMITS, TaskLimits
 from .status import CANCELLED, QUEUED, RUNNING
 
 log = logging.getLogger("strongroom.tasks")
-
-SCOPE = "tasks:run"
 
 
 class Engine(Protocol):
@@ -75,18 +73,12 @@ class TaskService:
         self.engine: Engine = engine or DeferredEngine()
         self.limits = limits
 
-    def _authorize(self, caller: Caller, action: Action | None = None) -> None:
-        if not grants(caller.scopes, SCOPE):
-            if action is not None:
-                audit.record_alone(self.store, audit.event(caller, action, "forbidden"))
-            raise Forbidden(f"this API key lacks the {SCOPE!r} scope")
-
     # -- tasks ----------------------------------------------------------------------------
     def create_task(
         self, caller: Caller, body: Mapping[str, Any]
     ) -> tuple[TaskRecord, list[TaskWarning]]:
         """Check and store a task; warnings name the secrets it uses that do not exist yet."""
-        self._authorize(caller, Action.TASK_CREATE)
+        require(self.store, caller, Scope.TASKS_RUN, Action.TASK_CREATE)
         definition: TaskDefinition = parse_task(body, max_steps=self.limits.max_steps)
         now = dt.datetime.now(dt.UTC)
         task = TaskRecord(
@@ -110,18 +102,19 @@ class TaskService:
                         warnings.append(
                             TaskWarning(location, f"secret {name!r} does not exist yet")
                         )
-            audit.record(
-                tx, audit.event(caller, Action.TASK_CREATE, "success", detail=f"task {task.id}")
+            trail.record(
+                tx,
+                trail.event(caller.actor, Action.TASK_CREATE, "success", detail=f"task {task.id}"),
             )
         return task, warnings
 
     def list_tasks(self, caller: Caller, *, limit: int, offset: int) -> Page[TaskRecord]:
-        self._authorize(caller)
+        require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
             return tx.list_tasks(caller.tenant_id, limit=limit, offset=offset)
 
     def get_task(self, caller: Caller, task_id: str) -> TaskRecord:
-        self._authorize(caller)
+        require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
             task = tx.task_by_id(caller.tenant_id, task_id)
         if task is None:
@@ -130,21 +123,22 @@ class TaskService:
 
     def delete_task(self, caller: Caller, task_id: str) -> TaskRecord:
         """Delete a task. Its executions stay, and those still running finish."""
-        self._authorize(caller, Action.TASK_DELETE)
+        require(self.store, caller, Scope.TASKS_RUN, Action.TASK_DELETE)
         with self.store.write() as tx:
             task = tx.task_by_id(caller.tenant_id, task_id)
             if task is None:
                 raise _task_not_found(task_id)
             tx.delete_task(task.id)
-            audit.record(
-                tx, audit.event(caller, Action.TASK_DELETE, "success", detail=f"task {task.id}")
+            trail.record(
+                tx,
+                trail.event(caller.actor, Action.TASK_DELETE, "success", detail=f"task {task.id}"),
             )
         return task
 
     # -- executions -----------------------------------------------------------------------
     def execute(self, caller: Caller, task_id: str, input: Any) -> ExecutionRecord:
         """Record a queued execution of the task and hand it to the engine."""
-        self._authorize(caller, Action.TASK_EXECUTE)
+        require(self.store, caller, Scope.TASKS_RUN, Action.TASK_EXECUTE)
         now = dt.datetime.now(dt.UTC)
         with self.store.write() as tx:
             task = tx.task_by_id(caller.tenant_id, task_id)
@@ -165,7 +159,9 @@ class TaskService:
             )
             tx.insert_execution(execution)
             detail = f"task {task.id} execution {execution.id}"
-            audit.record(tx, audit.event(caller, Action.TASK_EXECUTE, "success", detail=detail))
+            trail.record(
+                tx, trail.event(caller.actor, Action.TASK_EXECUTE, "success", detail=detail)
+            )
         try:
             self.engine.submit(execution.id, execution.tenant_id)
         except Exception:
@@ -174,7 +170,7 @@ class TaskService:
         return execution
 
     def get_execution(self, caller: Caller, execution_id: str) -> ExecutionRecord:
-        self._authorize(caller)
+        require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
             execution = tx.execution_by_id(execution_id, caller.tenant_id)
         if execution is None:
@@ -184,12 +180,12 @@ class TaskService:
     def list_executions(
         self, caller: Caller, *, task_id: str | None, limit: int, offset: int
     ) -> Page[ExecutionRecord]:
-        self._authorize(caller)
+        require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
             return tx.list_executions(caller.tenant_id, task_id=task_id, limit=limit, offset=offset)
 
     def execution_steps(self, caller: Caller, execution_id: str) -> list[StepRecord]:
-        self._authorize(caller)
+        require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
             if tx.execution_by_id(execution_id, caller.tenant_id) is None:
                 raise _execution_not_found(execution_id)
@@ -200,17 +196,17 @@ class TaskService:
 
         A running execution stops before its next step (the step under way finishes).
         """
-        self._authorize(caller, Action.EXECUTION_CANCEL)
+        require(self.store, caller, Scope.TASKS_RUN, Action.EXECUTION_CANCEL)
         now = dt.datetime.now(dt.UTC)
         with self.store.write() as tx:
             execution = tx.execution_by_id(execution_id, caller.tenant_id, for_update=True)
             if execution is None:
                 raise _execution_not_found(execution_id)
             if tx.set_execution_status(execution.id, CANCELLED, now, only_from=(QUEUED, RUNNING)):
-                audit.record(
+                trail.record(
                     tx,
-                    audit.event(
-                        caller,
+                    trail.event(
+                        caller.actor,
                         Action.EXECUTION_CANCEL,
                         "success",
                         detail=f"execution {execution.id}",

@@ -1,4 +1,4 @@
-"""Wire shapes of the task and execution routes, as the contract pins them."""
+"""Wire shapes of ``/v1/tasks`` and ``/v1/executions``, and the mappers that fill them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
-from ..tasks.definitions import DESCRIPTION_MAX, MAX_STEPS, NAME_MAX, STEP_KINDS
-from .schemas import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, json_problem
+from ...storage.base import ExecutionRecord, StepRecord, TaskRecord
+from ...tasks.definitions import DESCRIPTION_MAX, MAX_STEPS, NAME_MAX, STEP_KINDS
+from .common import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, json_problem
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -138,3 +139,39 @@ class ExecutionStep(BaseModel):
 
 class ExecutionStepList(BaseModel):
     items: list[ExecutionStep]
+
+
+def task_out(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "name": task.name,
+        "description": task.description,
+        "steps": task.steps,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+    }
+
+
+def execution_out(execution: ExecutionRecord) -> dict[str, Any]:
+    return {
+        "id": execution.id,
+        "task_id": execution.task_id,
+        "status": execution.status,
+        "input": execution.input,
+        "output": execution.output,
+        "error": execution.error,
+        "created_at": execution.created_at,
+        "updated_at": execution.updated_at,
+    }
+
+
+def step_out(step: StepRecord) -> dict[str, Any]:
+    return {
+        "index": step.index,
+        "kind": step.kind,
+        "status": step.status,
+        "output": step.output,
+        "error": step.error,
+        "started_at": step.started_at,
+        "finished_at": step.finished_at,
+    }

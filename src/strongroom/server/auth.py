@@ -1,0 +1,85 @@
+"""Authorization: who a request acts as, the scopes a key may hold, and every check of them.
+
+Authentication (an ``Authorization: Bearer`` header to a :class:`Caller`) is the HTTP
+layer's (``api/deps.py``); deciding whether that caller may do a thing is this module's,
+through :func:`require`, so that every refusal is decided, worded and audited alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from . import trail
+from .errors import Forbidden
+from .storage.base import Store
+from .trail import Action, Actor
+
+
+class Scope(StrEnum):
+    """What an API key may do; ``ALL`` (``*``) grants every scope."""
+
+    SECRETS_READ = "secrets:read"
+    SECRETS_WRITE = "secrets:write"
+    SECRETS_ADMIN = "secrets:admin"  # loosen a secret's usage policy
+    TASKS_RUN = "tasks:run"  # tasks and executions: use secrets, never read them
+    AUDIT_READ = "audit:read"
+    ALL = "*"
+
+
+_SCOPE_NAMES = frozenset(scope.value for scope in Scope)
+
+
+def scope_problem(scope: str) -> str | None:
+    """Why ``scope`` cannot be given to a key, or None when it can."""
+    if scope in _SCOPE_NAMES:
+        return None
+    known = ", ".join(Scope)
+    return f"unknown scope {scope!r} (known: {known})"
+
+
+def grants(scopes: tuple[str, ...], needed: Scope) -> bool:
+    return Scope.ALL in scopes or needed in scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated key a request acts as, and where the request came from."""
+
+    tenant_id: str
+    tenant_name: str
+    key_id: str
+    scopes: tuple[str, ...]
+    request_id: str | None = None
+    client_addr: str | None = None
+
+    def may(self, scope: Scope) -> bool:
+        return grants(self.scopes, scope)
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the audit trail names it."""
+        return Actor(self.tenant_id, self.key_id, self.request_id, self.client_addr)
+
+
+def require(
+    store: Store,
+    caller: Caller,
+    scope: Scope,
+    action: Action | None = None,
+    *,
+    secret_name: str | None = None,
+    secret_id: str | None = None,
+) -> None:
+    """``Forbidden`` unless ``caller`` holds ``scope``. A refused ``action`` is audited, in
+    a transaction of its own; a refused read of a listing (``action`` None) is not."""
+    if caller.may(scope):
+        return
+    if action is not None:
+        trail.record_alone(
+            store,
+            trail.event(
+                caller.actor, action, "forbidden", secret_name=secret_name, secret_id=secret_id
+            ),
+        )
+    raise Forbidden(f"this API key lacks the {scope.value!r} scope")

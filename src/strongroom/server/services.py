@@ -1,0 +1,187 @@
+"""Assembly: the services one server (or worker, or CLI command) runs on, built in one place.
+
+``open_services`` opens and migrates the database, unseals the keyring and builds every
+service on it; the HTTP layer (``app.py``) and the commands only use what it returns.
+This process's execution engine is part of it but does not run until it is started: by
+the app's lifespan (``strongroom serve``) or by ``strongroom worker``. Until then an
+execution waits queued, for whichever engine picks it up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .audit import AuditService
+from .crypto import Keyring, load_master_key
+from .crypto.masterkey import key_file_is_private
+from .secrets import SecretService
+from .settings import Settings
+from .storage import Store, open_store
+from .tasks.limits import TaskLimits
+from .tasks.runner import Runner
+from .tasks.service import TaskService
+from .tasks.tools import EgressPolicy, Protected, ToolConfig
+
+if TYPE_CHECKING:
+    from .tasks.engine import DurableEngine
+
+log = logging.getLogger("strongroom.server")
+
+
+class EngineHost:
+    """This process's execution engine: built on demand, started and stopped with the
+    process's lifetime. ``submit`` before it runs leaves the execution queued (an engine
+    started later, here or in a worker, picks it up), as :class:`~.tasks.service.Engine`
+    allows.
+
+    The runner and the engine module are made only on start: the engine loads DBOS, and the
+    runner's tool settings resolve the database host, which commands that never run
+    executions (``keys``, ``master-key``) should not pay for.
+    """
+
+    def __init__(self, make_runner: Callable[[], Runner], executor_id: str) -> None:
+        self._make_runner = make_runner
+        self.executor_id = executor_id
+        self._engine: DurableEngine | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._engine is not None
+
+    def start(self) -> None:
+        from .tasks.engine import DurableEngine
+
+        with self._lock:
+            if self._engine is not None:
+                raise RuntimeError("this process's execution engine is already running")
+            engine = DurableEngine(self._make_runner(), self.executor_id)
+            engine.start()
+            self._engine = engine
+
+    def stop(self) -> None:
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.stop()
+
+    def submit(self, execution_id: str, tenant_id: str) -> None:
+        engine = self._engine
+        if engine is None:
+            log.debug("execution queued for a later engine", extra={"execution_id": execution_id})
+            return
+        engine.submit(execution_id, tenant_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Everything a request, a worker or an admin command needs, built once per process."""
+
+    settings: Settings
+    store: Store
+    keyring: Keyring
+    secrets: SecretService
+    tasks: TaskService
+    audit: AuditService
+    engine: EngineHost
+
+    def close(self) -> None:
+        """Stop the engine if it runs, and close the database."""
+        self.engine.stop()
+        self.store.close()
+
+
+def open_services(settings: Settings, *, master_key: bytes | None = None) -> Services:
+    """Open the database, apply migrations, unseal the keyring, and build the services.
+
+    Raises :class:`~strongroom.server.crypto.MasterKeyError` or
+    :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served.
+    """
+    if master_key is None:
+        master_key = _master_key(settings)
+    store: Store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        store.migrate()
+        keyring = Keyring(master_key, store)
+        keyring.unseal()
+    except BaseException:
+        store.close()
+        raise
+    limits = task_limits(settings)
+    engine = EngineHost(
+        lambda: Runner(store, keyring, tool_config(settings), limits=limits),
+        settings.executor_id,
+    )
+    return Services(
+        settings=settings,
+        store=store,
+        keyring=keyring,
+        secrets=SecretService(store, keyring, max_value_bytes=settings.max_value_bytes),
+        tasks=TaskService(store, engine, limits=limits),
+        audit=AuditService(store),
+        engine=engine,
+    )
+
+
+def _master_key(settings: Settings) -> bytes:
+    key_file = settings.master_key_file
+    shared_key_file = (
+        settings.master_key is None
+        and key_file is not None
+        and key_file.exists()
+        and not key_file_is_private(key_file)
+    )
+    if shared_key_file:
+        log.warning(
+            "the master key file is readable by other users; chmod 600 it",
+            extra={"path": str(key_file)},
+        )
+    return load_master_key(
+        settings.master_key.get_secret_value() if settings.master_key else None,
+        settings.master_key_file,
+    )
+
+
+def task_limits(settings: Settings) -> TaskLimits:
+    """The bounds on task work, from the server settings (``STRONGROOM_TASK_*``)."""
+    return TaskLimits(
+        max_steps=settings.task_max_steps,
+        max_result_bytes=settings.task_max_result_bytes,
+        max_execution_bytes=settings.task_max_execution_bytes,
+        concurrency=settings.task_concurrency,
+        concurrency_per_tenant=settings.task_concurrency_per_tenant,
+    )
+
+
+def tool_config(settings: Settings) -> ToolConfig:
+    """What task tools may reach and where, from the server settings.
+
+    ``protected`` is the server's own database (its PostgreSQL host and port, by name and
+    by every address; or SQLite's data directory) and its master key file: refused to every
+    tool whatever ``STRONGROOM_EGRESS_ALLOW`` says, since a task that reached them would
+    read every tenant's rows and could write itself API keys. ``ValueError`` (a refusal to
+    start) for a bad allow-list, a database host that does not resolve, or a tool SQLite
+    directory that is, contains or is inside the data directory: such a directory would
+    hand the server's own files to tasks, and is a mistake to say at once.
+    """
+    protected = Protected.of_server(settings.database_url, [settings.master_key_file])
+    sqlite_dir = settings.tool_sqlite_dir
+    if sqlite_dir is not None:
+        clash = protected.overlaps(sqlite_dir)
+        if clash is not None:
+            raise ValueError(
+                f"STRONGROOM_TOOL_SQLITE_DIR ({sqlite_dir}) must be apart from strongroom's own "
+                f"files ({clash}): it is, contains or is inside them, so tasks could open the "
+                "server's database; give task SQLite files a directory of their own"
+            )
+    return ToolConfig(
+        egress=EgressPolicy.parse(settings.egress_allow),
+        openai_base_url=settings.openai_base_url,
+        sqlite_dir=sqlite_dir,
+        protected=protected,
+        max_response_bytes=settings.task_max_result_bytes,
+    )
