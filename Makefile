@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-python test-node soak lint format clean
+.PHONY: install run test test-fast test-python test-node soak lint format clean
 
 # Reinstalls only when pyproject.toml changes.
 install: $(STAMP)
@@ -45,6 +45,11 @@ test-node: install
 	cd clients/node && npm ci --no-audit --no-fund && npm test
 
 test: lint test-python test-node
+
+# The in-process tests only (no server, CLI or database cluster processes: those are marked
+# e2e, and an unmarked test that starts one fails): a few minutes, for the edit-test loop.
+test-fast: install
+	$(BIN)/pytest -m 'not e2e and not soak'
 
 # The long fault tests (more kills, longer write streams; docs/faults.md), which `make
 # test` leaves out. Several minutes; the same PostgreSQL as test-python.

@@ -28,17 +28,16 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydantic import SecretStr
 
 from strongroom.server.apikeys import create_api_key
 from strongroom.server.ids import new_id
+from strongroom.server.secret_values import value_context
 from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
-from strongroom.server.storage import schema
-from strongroom.server.storage.base import ApiKeyRecord, Transaction
-from strongroom.server.storage.sql import canonical_json, metadata_entry_hash
+from strongroom.server.storage import ApiKeyRecord, Sealed, SecretRecord
 
 BENCH_DIR = Path(__file__).resolve().parent
 STRONGROOM = str(Path(sys.executable).with_name("strongroom"))
@@ -93,7 +92,7 @@ def open_bench_services(url: str) -> Iterator[Services]:
 
 def issue_key(services: Services, tenant: str = "bench") -> tuple[str, ApiKeyRecord]:
     """An all-scopes API key for ``tenant`` (created if new), as ``strongroom keys`` makes."""
-    return create_api_key(services.store, services.keyring, tenant, name="bench")
+    return create_api_key(services.store, services.barrier, tenant, name="bench")
 
 
 @dataclass(frozen=True)
@@ -102,48 +101,6 @@ class SeedSecret:
     value: str
     metadata: dict[str, Any]
     description: str | None = None
-
-
-class _ActiveKek:
-    """Answers the one question ``Keyring.seal`` asks its transaction, once per batch.
-
-    Sealing through a real transaction would cost a ``SELECT ... FOR SHARE`` (a round
-    trip on PostgreSQL) per value; the crypto itself is the keyring's own.
-    """
-
-    def __init__(self, kek_id: int) -> None:
-        self.kek_id = kek_id
-
-    def active_kek_id(self) -> int:
-        return self.kek_id
-
-
-def _entry_hash(cache: dict[tuple[str, str, Any], bytes], key: str, value: Any) -> bytes:
-    """``metadata_entry_hash``, memoised: a bench's metadata has a few dozen distinct entries."""
-    if isinstance(value, dict | list):
-        return metadata_entry_hash(key, value)
-    # The type is part of the key: True == 1 in a dict, but they are different entries.
-    memo = (key, type(value).__name__, value)
-    found = cache.get(memo)
-    if found is None:
-        found = cache[memo] = metadata_entry_hash(key, value)
-    return found
-
-
-# Spelled out rather than read from the schema: a new NOT NULL column makes the seeding
-# fail loudly instead of shifting values into the wrong columns.
-_SECRET_COLUMNS = (
-    *("id", "tenant_id", "name", "description", "metadata_json", "version"),
-    *("created_at", "updated_at"),
-)
-_VERSION_COLUMNS = (
-    *("secret_id", "version", "tenant_id", "kek_id", "wrapped_dek", "ciphertext"),
-    *("created_at", "created_by"),
-)
-_ENTRY_COLUMNS = ("secret_id", "entry_hash", "tenant_id", "name")
-
-
-_Rows = dict[str, list[tuple[Any, ...]]]
 
 
 def seed(
@@ -158,82 +115,36 @@ def seed(
 
     Each secret gets its row, its metadata index entries and version 1, sealed in-process
     by the server's own keyring (a fresh data key per value, wrapped by the active KEK),
-    as the storage verbs would write them, without the audit event and without HTTP.
-    The rows go in ``batch`` per transaction: ``COPY`` on PostgreSQL, ``executemany``
-    on SQLite. One thread builds and seals the next batch while another writes the last
-    (both drivers release the GIL while the database works), so a million secrets take
-    minutes, not hours.
+    without the audit event and without HTTP. The rows go ``batch`` per transaction through
+    storage's bulk insert (``COPY`` on PostgreSQL, ``executemany`` on SQLite). One thread
+    builds and seals the next batch while another writes the last (both drivers release
+    the GIL while the database works), so a million secrets take minutes, not hours.
     """
-    store = services.store
-    engine = store.engine  # type: ignore[attr-defined]  # an SQLStore: both backends are
-    dialect = engine.dialect
+    store, keyring = services.store, services.barrier.keyring
     with store.read() as tx:
-        sealer = _ActiveKek(tx.active_kek_id())
-    # The stored form of a timestamp, computed once per batch through the column's own type
-    # (SQLite keeps text; PostgreSQL's COPY takes the aware datetime as it is).
-    to_db = schema.secrets.c.created_at.type.bind_processor(dialect)
-    hashes: dict[tuple[str, str, Any], bytes] = {}
+        kek_id = tx.keyring.active_kek_id()
     tenant = key.tenant_id
-    # Where the writing time goes, for the progress lines: the metadata index table holds
-    # one row per entry (four per bench secret) and is the one to watch as tables grow.
-    spent = dict.fromkeys(("secrets", "secret_versions", "secret_metadata_entries", "commit"), 0.0)
 
-    def build(items: list[SeedSecret]) -> _Rows:
+    def build(items: list[SeedSecret]) -> list[tuple[SecretRecord, Sealed]]:
         now = dt.datetime.now(dt.UTC)
-        stamp = to_db(now) if to_db and dialect.name == "sqlite" else now
-        rows: _Rows = {"secrets": [], "secret_versions": [], "secret_metadata_entries": []}
+        rows = []
         for item in items:
             secret_id = new_id()
-            rows["secrets"].append(
-                (
-                    *(secret_id, tenant, item.name, item.description),
-                    *(canonical_json(item.metadata), 1, stamp, stamp),
-                )
+            record = SecretRecord(
+                secret_id, tenant, item.name, item.description, item.metadata, 1, now, now
             )
-            sealed = services.keyring.seal(
-                cast(Transaction, sealer), tenant, secret_id, 1, item.value
-            ).sealed
-            rows["secret_versions"].append(
-                (
-                    *(secret_id, 1, tenant),
-                    *(sealed.kek_id, sealed.wrapped_dek, sealed.ciphertext),
-                    *(stamp, key.id),
-                )
-            )
-            rows["secret_metadata_entries"].extend(
-                (secret_id, _entry_hash(hashes, k, v), tenant, item.name)
-                for k, v in item.metadata.items()
-            )
+            context = value_context(tenant, secret_id, 1)
+            rows.append((record, keyring.encrypt(context, item.value.encode(), kek_id)))
         return rows
 
-    def write(rows: _Rows) -> None:
-        with engine.begin() as conn:
-            raw = conn.connection.driver_connection
-            if dialect.name == "sqlite":
-                # Index pages of a growing table stay in memory between batches; the
-                # 2 MB default would reread them for every random name inserted.
-                raw.execute("PRAGMA cache_size=-262144")
-            for table, columns in (
-                ("secrets", _SECRET_COLUMNS),
-                ("secret_versions", _VERSION_COLUMNS),
-                ("secret_metadata_entries", _ENTRY_COLUMNS),
-            ):
-                table_started = time.perf_counter()
-                if dialect.name == "postgresql":
-                    with (
-                        raw.cursor() as cur,
-                        cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-                    ):
-                        for row in rows[table]:
-                            copy.write_row(row)
-                else:
-                    # Table and column names are the constants above, never input.
-                    marks = ", ".join("?" * len(columns))
-                    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-                    raw.executemany(sql, rows[table])
-                spent[table] += time.perf_counter() - table_started
-            commit_started = time.perf_counter()
-        spent["commit"] += time.perf_counter() - commit_started
+    writing = 0.0
+
+    def write(rows: list[tuple[SecretRecord, Sealed]]) -> None:
+        nonlocal writing
+        started = time.perf_counter()
+        with store.write() as tx:
+            tx.secrets.insert_many(rows, created_by=key.id)
+        writing += time.perf_counter() - started
 
     count = written = 0
     started = time.perf_counter()
@@ -241,8 +152,8 @@ def seed(
     def report() -> None:
         if progress:
             rate = written / (time.perf_counter() - started)
-            parts = ", ".join(f"{name} {s:.1f} s" for name, s in spent.items())
-            print(f"    {written:,} secrets written ({rate:,.0f}/s; writing: {parts})", flush=True)
+            line = f"    {written:,} secrets written ({rate:,.0f}/s; {writing:.1f} s writing)"
+            print(line, flush=True)
 
     items = iter(secrets_)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as writer:

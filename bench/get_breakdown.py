@@ -37,6 +37,7 @@ from _common import (  # the bench directory is not a package: found via sys.pat
 )
 from strongroom.server import trail
 from strongroom.server.auth import Caller
+from strongroom.server.secret_values import decrypt_value
 from strongroom.server.services import Services
 from strongroom.server.trail import Action
 
@@ -60,13 +61,13 @@ def pieces_of_a_get(services: Services, calls: int, backend: str) -> list[list[o
     names = [f"bench_secret_{i:05d}" for i in range(1000)]
     seed(services, record, (SeedSecret(n, "v" * 32, {"environment": "production"}) for n in names))
     caller = Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
-    key_hash = services.keyring.hash_api_key(key)
+    key_hash = services.barrier.hash_api_key(key)
     store = services.store
     turn = itertools.cycle(names)
     with store.read() as tx:
-        first = tx.secret_by_name(record.tenant_id, names[0])
+        first = tx.secrets.by_name(record.tenant_id, names[0])
         assert first is not None
-        stored = tx.version(first.id, 1)
+        stored = tx.secrets.version(first.id, 1)
         assert stored is not None
 
     def empty_read() -> None:
@@ -79,13 +80,13 @@ def pieces_of_a_get(services: Services, calls: int, backend: str) -> list[list[o
 
     def authenticate() -> None:
         with store.read() as tx:
-            tx.api_key_by_hash(key_hash)
+            tx.apikeys.by_hash(key_hash)
 
     def look_up() -> None:
         with store.read() as tx:
-            secret = tx.secret_by_name(record.tenant_id, next(turn))
+            secret = tx.secrets.by_name(record.tenant_id, next(turn))
             assert secret is not None
-            tx.version(secret.id, 1)
+            tx.secrets.version(secret.id, 1)
 
     def audit_only() -> None:
         with store.write() as tx:
@@ -100,9 +101,12 @@ def pieces_of_a_get(services: Services, calls: int, backend: str) -> list[list[o
         ("API key look-up (read tx)", authenticate),
         ("secret + version look-up (read tx)", look_up),
         (
-            "keyring.open (decrypt DEK + value)",
-            lambda: services.keyring.open(
-                stored, secret_tenant_id=record.tenant_id, caller_tenant_id=record.tenant_id
+            "decrypt_value (decrypt DEK + value)",
+            lambda: decrypt_value(
+                services.barrier.keyring,
+                stored,
+                secret_tenant_id=record.tenant_id,
+                caller_tenant_id=record.tenant_id,
             ),
         ),
         ("audit event alone (write tx, commit)", audit_only),

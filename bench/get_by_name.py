@@ -48,6 +48,7 @@ from _common import (  # the bench directory is not a package: found via sys.pat
     wait_for_quiet,
     workdir,
 )
+from strongroom.server.secret_values import decrypt_value
 
 TEAMS = [f"team-{i:02d}" for i in range(20)]
 
@@ -291,11 +292,12 @@ def main() -> None:
                         ),
                     )
                     with services.store.read() as tx:
-                        first = tx.secret_by_name(record.tenant_id, names[0])
+                        first = tx.secrets.by_name(record.tenant_id, names[0])
                         assert first is not None
-                        stored = tx.version(first.id, 1)
+                        stored = tx.secrets.version(first.id, 1)
                         assert stored is not None
-                        first_value = services.keyring.open(
+                        first_value = decrypt_value(
+                            services.barrier.keyring,
                             stored,
                             secret_tenant_id=record.tenant_id,
                             caller_tenant_id=record.tenant_id,

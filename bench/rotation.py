@@ -8,7 +8,7 @@ against it, in the same run, on the same rows:
 - **crypto alone**: unwrapping and rewrapping the same number of data keys in-process
   (``Keyring.rewrap``), no database;
 - **storage verbs alone**: rotation's own batches through the same storage verbs
-  (``versions_under_keks``, ``replace_wrapped_deks``, a commit per batch) with no crypto:
+  (``sealed_under``, ``replace_wrapped_deks``, a commit per batch) with no crypto:
   each version's KEK id is moved to a placeholder and its wrapped key written back
   unchanged, then one statement moves them all back;
 - **bare SQL**: a keyset walk over the primary key reading 500 (id, version, KEK id,
@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 from _common import (  # the bench directory is not a package: found via sys.path
     SeedSecret,
@@ -50,10 +51,12 @@ from _common import (  # the bench directory is not a package: found via sys.pat
     wait_for_quiet,
     workdir,
 )
+from strongroom.server.crypto import SealContext
 from strongroom.server.crypto.rotation import rotate
+from strongroom.server.secret_values import decrypt_value
 from strongroom.server.services import Services
-from strongroom.server.storage import schema
-from strongroom.server.storage.base import Sealed, StoredVersion
+from strongroom.server.storage import Sealed, SealedRow, StoredVersion, schema
+from strongroom.server.storage.sql import SQLStore
 
 BATCH = 500  # `strongroom master-key rotate`'s default --batch-size
 PLACEHOLDER_KEK = 1_000_000  # never a keyring entry: storage-only moves park versions here
@@ -72,19 +75,26 @@ def secrets_to_seed(count: int) -> Iterator[SeedSecret]:
         yield SeedSecret(f"svc_{i * 7919 % count:07d}_{i}", f"value-{i:07d}-" + "v" * 24, {})
 
 
-def all_versions(services: Services) -> list[StoredVersion]:
-    """Every stored version, read once, outside any timing (the crypto baseline's input)."""
+def engine_of(services: Services) -> Engine:
+    """The engine under the store, for the baselines that bypass storage."""
+    assert isinstance(services.store, SQLStore)  # both backends are
+    return services.store.engine
+
+
+def all_sealed(services: Services) -> list[SealedRow]:
+    """Every sealed row, read once, outside any timing (the crypto baseline's input)."""
     with services.store.read() as tx:
-        return tx.versions_under_keks([e.id for e in tx.keyring_entries()], 10**9)
+        return tx.keyring.sealed_under([e.id for e in tx.keyring.entries()], 10**9)
 
 
-def crypto_only(services: Services, versions: list[StoredVersion]) -> float:
+def crypto_only(services: Services, rows: list[SealedRow]) -> float:
     """Unwrap and rewrap every data key in-process, under the active KEK; seconds."""
+    keyring = services.barrier.keyring
     with services.store.read() as tx:
-        active = tx.active_kek_id()
+        active = tx.keyring.active_kek_id()
     started = time.perf_counter()
-    for stored in versions:
-        services.keyring.rewrap(stored, active)
+    for row in rows:
+        keyring.rewrap(SealContext(row.kind, row.parts), row.sealed, active)
     return time.perf_counter() - started
 
 
@@ -99,25 +109,18 @@ def storage_only(services: Services, kek_id: int, batch: int) -> float:
     started = time.perf_counter()
     while True:
         with store.write() as tx:
-            found = tx.versions_under_keks([kek_id], batch)
-            tx.replace_wrapped_deks(
+            found = tx.keyring.sealed_under([kek_id], batch)
+            tx.keyring.replace_wrapped_deks(
                 [
-                    (
-                        stored.secret_id,
-                        stored.version,
-                        kek_id,
-                        Sealed(
-                            PLACEHOLDER_KEK, stored.sealed.wrapped_dek, stored.sealed.ciphertext
-                        ),
-                    )
-                    for stored in found
+                    (row, Sealed(PLACEHOLDER_KEK, row.sealed.wrapped_dek, row.sealed.ciphertext))
+                    for row in found
                 ]
             )
         if not found:
             break
     took = time.perf_counter() - started
     v = schema.secret_versions
-    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+    with engine_of(services).begin() as conn:
         conn.execute(v.update().where(v.c.kek_id == PLACEHOLDER_KEK).values(kek_id=kek_id))
     return took
 
@@ -126,7 +129,7 @@ def bare_sql(services: Services, batch: int) -> float:
     """Read and rewrite every wrapped key, ``batch`` rows a transaction, by primary key;
     seconds. The updates of a batch go in one ``executemany``."""
     v = schema.secret_versions
-    engine = services.store.engine  # type: ignore[attr-defined]
+    engine = engine_of(services)
     select = (
         sa.select(v.c.secret_id, v.c.version, v.c.kek_id, v.c.wrapped_dek)
         .where(
@@ -174,7 +177,7 @@ def rotation(services: Services, batch: int, count: int) -> tuple[float, float, 
     marks: list[tuple[int, float]] = [(0, time.perf_counter())]
     report = rotate(
         services.store,
-        services.keyring,
+        services.barrier,
         batch_size=batch,
         on_batch=lambda n: marks.append((n, time.perf_counter())),
     )
@@ -195,20 +198,23 @@ def _rate(marks: list[tuple[int, float]], start: float, stop: float) -> float:
     return (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
 
 
-def check_values(services: Services, versions: list[StoredVersion], sample: int = 200) -> None:
+def check_values(services: Services, rows: list[SealedRow], sample: int = 200) -> None:
     """After the rotation, values still open, under the new KEK, and are the seeded ones."""
-    step = max(1, len(versions) // sample)
+    keyring = services.barrier.keyring
+    step = max(1, len(rows) // sample)
     with services.store.read() as tx:
-        active = tx.active_kek_id()
-        for before in versions[::step]:
-            after = tx.version(before.secret_id, before.version)
+        active = tx.keyring.active_kek_id()
+        for row in rows[::step]:
+            secret_id, version = str(row.key[0]), int(row.key[1])
+            after = tx.secrets.version(secret_id, version)
             assert after is not None
             if after.sealed.kek_id != active:
                 raise RuntimeError("a data key was left under a retired KEK")
-            tenant = before.tenant_id  # what a caller of the seeded tenant passes
-            opened = services.keyring.open(after, secret_tenant_id=tenant, caller_tenant_id=tenant)
-            if opened != services.keyring.open(
-                before, secret_tenant_id=tenant, caller_tenant_id=tenant
+            tenant = row.tenant_id  # what a caller of the seeded tenant passes
+            opened = decrypt_value(keyring, after, secret_tenant_id=tenant, caller_tenant_id=tenant)
+            before = StoredVersion(tenant, secret_id, version, row.sealed)
+            if opened != decrypt_value(
+                keyring, before, secret_tenant_id=tenant, caller_tenant_id=tenant
             ):
                 raise RuntimeError("a value changed in the rotation")
 
@@ -241,12 +247,12 @@ def main() -> None:
                 if backend == "postgres":
                     vacuum_analyze(url)
                 print(f"  seeded in {time.perf_counter() - started:.1f} s", flush=True)
-                versions = all_versions(services)
-                assert len(versions) == n
-                kek_id = versions[0].sealed.kek_id
+                sealed = all_sealed(services)
+                assert len(sealed) == n
+                kek_id = sealed[0].sealed.kek_id
 
                 print(f"  ({wait_for_quiet(args.quiet_wait)})", flush=True)
-                crypto_s = crypto_only(services, versions)
+                crypto_s = crypto_only(services, sealed)
                 print(f"  crypto alone: {crypto_s:.2f} s", flush=True)
                 storage_s = storage_only(services, kek_id, args.batch_size)
                 print(f"  storage verbs alone: {storage_s:.2f} s", flush=True)
@@ -258,7 +264,7 @@ def main() -> None:
                     f"{last_rate:,.0f}/s over the last)",
                     flush=True,
                 )
-                check_values(services, versions)
+                check_values(services, sealed)
 
                 pace = f"{first_rate:,.0f} → {last_rate:,.0f}/s"
                 for case, seconds, extra in (

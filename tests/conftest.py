@@ -3,6 +3,10 @@
 PostgreSQL comes from ``STRONGROOM_TEST_POSTGRES_URL`` (default: the local server as
 user postgres). Without it the PostgreSQL half is skipped, except under ``CI=true``, where
 a missing server fails the run.
+
+A test that starts a process (a server, the CLI, a PostgreSQL cluster) is marked ``e2e``,
+so ``pytest -m 'not e2e'`` (``make test-fast``) is an in-process run of a few minutes. The
+mark is checked, not trusted: an unmarked test that starts a process fails.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,13 +27,16 @@ from pydantic import SecretStr
 from strongroom.server.apikeys import create_api_key
 from strongroom.server.app import create_app
 from strongroom.server.auth import Caller
-from strongroom.server.crypto import Keyring
+from strongroom.server.crypto import Barrier
 from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import Store, schema
 
 from .support import ServerProcess, start_server
 from .upstream import Upstream, openai_upstream
+
+# The in-process task tests' runner fixture and helpers (tasks_fixtures.py).
+pytest_plugins = ["tests.tasks_fixtures"]
 
 POSTGRES_URL = os.environ.get(
     "STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -37,12 +45,35 @@ MASTER_KEY = base64.b64encode(b"k" * 32).decode()
 BACKENDS = ("sqlite", "postgres")
 
 
-def unsealed(store: Store) -> Keyring:
-    """The keyring of a database the tests' servers use (all with ``MASTER_KEY``): what
+def unsealed(store: Store) -> Barrier:
+    """The barrier of a database the tests' servers use (all with ``MASTER_KEY``): what
     issuing an API key needs, since keys are stored as HMACs under a key it holds."""
-    keyring = Keyring(base64.b64decode(MASTER_KEY), store)
-    keyring.unseal()
-    return keyring
+    barrier = Barrier(base64.b64decode(MASTER_KEY), store)
+    barrier.unseal()
+    return barrier
+
+
+# Fixtures that start a process: a test using one is e2e whether or not it says so.
+PROCESS_FIXTURES = frozenset({"server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_e2e(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the fast run fast and honest: starting a process needs the ``e2e`` mark."""
+    node = request.node
+    if node.get_closest_marker("e2e") or node.get_closest_marker("soak"):
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{node.nodeid} starts a process: mark it @pytest.mark.e2e")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(autouse=True)
@@ -121,7 +152,7 @@ def services(settings: Settings) -> Iterator[Services]:
 @pytest.fixture
 def caller(services: Services) -> Caller:
     """The caller of a new full-scope key of tenant ``default``, for the services directly."""
-    _, record = create_api_key(services.store, services.keyring, "default")
+    _, record = create_api_key(services.store, services.barrier, "default")
     return Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
 
 
@@ -147,7 +178,7 @@ def issue_key(services: Services) -> IssueKey:
     def issue(
         tenant: str = "default", scopes: tuple[str, ...] = (), name: str | None = None
     ) -> str:
-        key, _ = create_api_key(services.store, services.keyring, tenant, name=name, scopes=scopes)
+        key, _ = create_api_key(services.store, services.barrier, tenant, name=name, scopes=scopes)
         return key
 
     return issue

@@ -964,7 +964,7 @@ def test_rotation_recipe_of_the_seed_guide(api: TestClient) -> None:
 def test_versions_are_newest_first_and_hold_no_value(
     make_client: MakeClient, services: Services
 ) -> None:
-    key, record = create_api_key(services.store, services.keyring, "default")
+    key, record = create_api_key(services.store, services.barrier, "default")
     api = make_client(key=key)
     values = [canary(f"v{i}") for i in range(3)]
     create(api, "history", values[0])
@@ -988,8 +988,8 @@ def test_versions_are_newest_first_and_hold_no_value(
 
 
 def test_versions_name_the_key_that_wrote_each(make_client: MakeClient, services: Services) -> None:
-    first_key, first = create_api_key(services.store, services.keyring, "default")
-    second_key, second = create_api_key(services.store, services.keyring, "default")
+    first_key, first = create_api_key(services.store, services.barrier, "default")
+    second_key, second = create_api_key(services.store, services.barrier, "default")
     create(make_client(key=first_key), "shared", "a")
     make_client(key=second_key).patch("/v1/secrets/shared", json={"value": "b"}).raise_for_status()
     items = make_client(key=first_key).get("/v1/secrets/shared/versions").json()["items"]
@@ -1003,7 +1003,7 @@ def test_versions_of_an_unknown_secret_is_not_found(api: TestClient) -> None:
 
 # -- audit ------------------------------------------------------------------------------------
 def test_audit_lists_events_newest_first(make_client: MakeClient, services: Services) -> None:
-    key, record = create_api_key(services.store, services.keyring, "default")
+    key, record = create_api_key(services.store, services.barrier, "default")
     api = make_client(key=key)
     value = canary()
     created = api.post("/v1/secrets", json={"name": "audited", "value": value})

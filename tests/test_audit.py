@@ -7,10 +7,12 @@ value is in it.
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,11 +21,11 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import strongroom.server
 from strongroom.server.apikeys import create_api_key, generate_api_key, revoke_api_key
 from strongroom.server.logs import JSONFormatter
 from strongroom.server.services import Services
-from strongroom.server.storage import schema
-from strongroom.server.storage.base import ApiKeyRecord
+from strongroom.server.storage import ApiKeyRecord, schema
 
 from .support import canary, find_leaks
 
@@ -44,7 +46,7 @@ def keyed(app: FastAPI, services: Services) -> Iterator[Callable[..., Keyed]]:
     made: list[TestClient] = []
 
     def make(tenant: str = "default", scopes: tuple[str, ...] = ()) -> Keyed:
-        key, record = create_api_key(services.store, services.keyring, tenant, scopes=scopes)
+        key, record = create_api_key(services.store, services.barrier, tenant, scopes=scopes)
         client = TestClient(app, headers={"Authorization": f"Bearer {key}"})
         made.append(client)
         return Keyed(client, key, record)
@@ -353,3 +355,19 @@ def test_a_read_that_cannot_be_audited_fails(
         value,
         1,
     )
+
+
+def test_a_value_is_decrypted_only_on_the_audited_path() -> None:
+    """``secret_values.reveal`` decrypts and records the read in one transaction; nothing
+    else in the server may open a secret value (a second path could skip the record)."""
+    root = Path(strongroom.server.__file__).parent
+    callers = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if name == "decrypt_value":
+                    callers.append(path.relative_to(root).as_posix())
+    assert callers == ["secret_values.py"]

@@ -32,9 +32,10 @@ from strongroom.server.apikeys import (
 )
 from strongroom.server.app import create_app
 from strongroom.server.crypto import envelope
+from strongroom.server.crypto.barrier import API_KEY_HMAC
 from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
-from strongroom.server.storage import schema
+from strongroom.server.storage import BarrierRow, schema
 
 from .conftest import MASTER_KEY, MakeClient
 from .support import assert_error, canary, postgres_rows
@@ -99,8 +100,8 @@ def test_every_route_needs_a_key(
 
 
 def test_each_kind_of_bad_key_gets_its_own_message(app: FastAPI, services: Services) -> None:
-    real, _ = create_api_key(services.store, services.keyring, "default")
-    revoked, revoked_record = create_api_key(services.store, services.keyring, "default")
+    real, _ = create_api_key(services.store, services.barrier, "default")
+    revoked, revoked_record = create_api_key(services.store, services.barrier, "default")
     assert revoke_api_key(services.store, revoked_record.id)
     # one character of the random part changed: the checksum no longer matches
     flipped = real[:10] + ("A" if real[10] != "A" else "B") + real[11:]
@@ -149,7 +150,7 @@ def test_each_kind_of_bad_key_gets_its_own_message(app: FastAPI, services: Servi
 
 
 def test_the_bearer_scheme_is_case_insensitive(anonymous: TestClient, services: Services) -> None:
-    key, _ = create_api_key(services.store, services.keyring, "default")
+    key, _ = create_api_key(services.store, services.barrier, "default")
     for scheme in ("bearer", "BEARER", "Bearer"):
         response = anonymous.get("/v1/secrets", headers={"Authorization": f"{scheme} {key}"})
         assert response.status_code == 200, (scheme, response.text)
@@ -158,7 +159,7 @@ def test_the_bearer_scheme_is_case_insensitive(anonymous: TestClient, services: 
 def test_a_revoked_key_stops_working_at_once(
     make_client: MakeClient, services: Services, api: TestClient
 ) -> None:
-    key, record = create_api_key(services.store, services.keyring, "default")
+    key, record = create_api_key(services.store, services.barrier, "default")
     client = make_client(key=key)
     create(client, "before_revoke", "value")
     assert revoke_api_key(services.store, record.id)
@@ -351,8 +352,8 @@ def test_rename_onto_another_tenants_name_is_no_conflict(
 def test_another_tenants_audit_trail_is_invisible(
     make_client: MakeClient, services: Services
 ) -> None:
-    key_a, record_a = create_api_key(services.store, services.keyring, "tenant_a")
-    key_b, record_b = create_api_key(services.store, services.keyring, "tenant_b")
+    key_a, record_a = create_api_key(services.store, services.barrier, "tenant_a")
+    key_b, record_b = create_api_key(services.store, services.barrier, "tenant_b")
     a, b = make_client(key=key_a), make_client(key=key_b)
     create(a, "shared", "a-value")
     a.get("/v1/secrets/shared")
@@ -392,10 +393,10 @@ def unwrapped_hmac_key(services: Services) -> bytes:
     barrier = schema.barrier
     with services.store.engine.connect() as conn:
         wrapped = conn.execute(
-            sa.select(barrier.c.verifier).where(barrier.c.id == schema.BARRIER_API_KEY_HMAC)
+            sa.select(barrier.c.verifier).where(barrier.c.id == int(BarrierRow.API_KEY_HMAC_KEY))
         ).scalar_one()
     master = AESGCM(base64.b64decode(MASTER_KEY))
-    return envelope.decrypt(master, bytes(wrapped), envelope.API_KEY_HMAC_AAD)
+    return envelope.decrypt(master, bytes(wrapped), API_KEY_HMAC.aad)
 
 
 def insert_key_row(
@@ -423,7 +424,7 @@ def insert_key_row(
 
 def stored_hashes(services: Services) -> dict[str, str]:
     with services.store.read() as tx:
-        return dict(tx.api_key_hashes())
+        return dict(tx.apikeys.hashes())
 
 
 def database_bytes(database_url: str) -> bytes:
@@ -437,7 +438,7 @@ def database_bytes(database_url: str) -> bytes:
 def test_keys_are_stored_as_hmacs_under_a_key_the_master_key_wraps(
     services: Services, database_url: str
 ) -> None:
-    key, record = create_api_key(services.store, services.keyring, "default")
+    key, record = create_api_key(services.store, services.barrier, "default")
     mac_key = unwrapped_hmac_key(services)
     expected = hmac.new(mac_key, hashlib.sha256(key.encode()).digest(), "sha256").hexdigest()
     assert stored_hashes(services) == {record.id: expected}
@@ -445,7 +446,7 @@ def test_keys_are_stored_as_hmacs_under_a_key_the_master_key_wraps(
 
     stored = database_bytes(database_url)
     with services.store.read() as tx:
-        wrapped = tx.api_key_hmac_key()
+        wrapped = tx.keyring.barrier_row(BarrierRow.API_KEY_HMAC_KEY)
     assert wrapped is not None and wrapped in stored  # the scan sees the barrier row
     for spelling in (mac_key, mac_key.hex().encode(), base64.b64encode(mac_key)):
         assert spelling not in stored
@@ -480,7 +481,7 @@ def test_keys_issued_before_the_upgrade_keep_working_after_it(
     """A database as an older version left it: keys stored as ``sha256hex(key)`` and no
     HMAC key. The first unseal makes the HMAC key and converts every row; revoked keys
     stay revoked, and a row not in the old form (never a key) is left unusable."""
-    current, current_record = create_api_key(services.store, services.keyring, "default")
+    current, current_record = create_api_key(services.store, services.barrier, "default")
     old, revoked = generate_api_key(), generate_api_key()
     old_id = insert_key_row(services, "legacy", old, sha256_hex(old))
     insert_key_row(services, "legacy", revoked, sha256_hex(revoked), revoked=True)
@@ -488,7 +489,7 @@ def test_keys_issued_before_the_upgrade_keep_working_after_it(
     upper_id = insert_key_row(services, "legacy", upper, sha256_hex(upper).upper())
     with services.store.engine.begin() as conn:
         conn.execute(
-            schema.barrier.delete().where(schema.barrier.c.id == schema.BARRIER_API_KEY_HMAC)
+            schema.barrier.delete().where(schema.barrier.c.id == int(BarrierRow.API_KEY_HMAC_KEY))
         )
         # The key issued under the HMAC key just removed, put back as an old version
         # would have stored it.
@@ -526,6 +527,6 @@ def test_keys_issued_before_the_upgrade_keep_working_after_it(
     again = open_services(settings)
     try:
         assert stored_hashes(again) == hashes
-        assert again.keyring.hash_api_key(old) == hashes[old_id]
+        assert again.barrier.hash_api_key(old) == hashes[old_id]
     finally:
         again.store.close()

@@ -14,6 +14,9 @@ import pytest
 from .conftest import MASTER_KEY
 from .support import run_cli, start_server, wait_until
 
+# Every test here runs the `strongroom` command as a process.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def env(database_url: str) -> dict[str, str]:

@@ -770,6 +770,7 @@ def test_usage_errors_exit_2_before_any_request(
     assert message in result.stderr
 
 
+@pytest.mark.e2e
 def test_client_commands_need_no_server_packages() -> None:
     """With the server's packages unimportable, the client commands still load and work
     (as with only ``strongroom[cli]`` installed)."""

@@ -1370,7 +1370,7 @@ def _issue_keys(database_url: str) -> dict[str, str]:
     services = open_services(Settings(database_url=database_url, master_key=SecretStr(MASTER_KEY)))
     try:
         return {
-            who: create_api_key(services.store, services.keyring, "default", scopes=scopes)[0]
+            who: create_api_key(services.store, services.barrier, "default", scopes=scopes)[0]
             for who, scopes in (
                 ("attacker", ("tasks:run",)),
                 ("admin", ("*",)),

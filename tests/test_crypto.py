@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from strongroom.server.apikeys import create_api_key
 from strongroom.server.auth import Caller
 from strongroom.server.crypto import (
+    Barrier,
     IntegrityFailure,
     Keyring,
     KeyringDamaged,
@@ -35,11 +36,19 @@ from strongroom.server.crypto import (
     envelope,
     load_master_key,
 )
+from strongroom.server.crypto.barrier import (
+    API_KEY_HMAC,
+    VERIFIER,
+    VERIFIER_PLAINTEXT,
+    kek_context,
+)
 from strongroom.server.crypto.rotation import rotate
+from strongroom.server.secret_values import decrypt_value, value_context
 from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
-from strongroom.server.storage import schema
+from strongroom.server.storage import Sealed, schema
 from strongroom.server.tasks.runner import Runner
+from strongroom.server.tasks.sealing import step_result_context
 from strongroom.server.tasks.status import SUCCEEDED
 from strongroom.server.tasks.tools import EgressPolicy, ToolConfig
 
@@ -119,19 +128,19 @@ def assert_tampered_read_fails(api: TestClient, name: str, *values: str) -> None
 
 def keyring_states(services: Services) -> dict[int, str]:
     with services.store.read() as tx:
-        return {entry.id: entry.state for entry in tx.keyring_entries()}
+        return {entry.id: entry.state for entry in tx.keyring.entries()}
 
 
 def counts_by_kek(services: Services) -> dict[int, int]:
     with services.store.read() as tx:
-        return tx.count_versions_by_kek()
+        return tx.secrets.count_versions_by_kek()
 
 
-def new_keyring(services: Services) -> Keyring:
-    """A keyring of its own, as a separate rotating process would have."""
-    keyring = Keyring(base64.b64decode(MASTER_KEY), services.store)
-    keyring.unseal()
-    return keyring
+def new_barrier(services: Services) -> Barrier:
+    """A barrier of its own, unsealed, as a separate rotating process would have."""
+    barrier = Barrier(base64.b64decode(MASTER_KEY), services.store)
+    barrier.unseal()
+    return barrier
 
 
 def status_json(database_url: str) -> dict[int, dict[str, Any]]:
@@ -148,7 +157,7 @@ def one_line(text: str) -> str:
 # -- the envelope -----------------------------------------------------------------------------
 def test_encrypting_twice_gives_different_ciphertexts() -> None:
     key = AESGCM(envelope.new_key())
-    aad = envelope.value_aad("tenant", "secret", 1)
+    aad = value_context("tenant", "secret", 1).aad
     first = envelope.encrypt(key, b"the same plaintext", aad)
     second = envelope.encrypt(key, b"the same plaintext", aad)
     assert first != second
@@ -160,22 +169,22 @@ def test_encrypting_twice_gives_different_ciphertexts() -> None:
 @pytest.mark.parametrize(
     "wrong_aad",
     [
-        envelope.value_aad("tenant", "secret", 2),
-        envelope.value_aad("tenant", "other-secret", 1),
-        envelope.value_aad("other-tenant", "secret", 1),
-        envelope.dek_aad("tenant", "secret", 1),
+        value_context("tenant", "secret", 2).aad,
+        value_context("tenant", "other-secret", 1).aad,
+        value_context("other-tenant", "secret", 1).aad,
+        value_context("tenant", "secret", 1).dek_aad,
         b"",
     ],
 )
 def test_decrypting_with_other_associated_data_fails(wrong_aad: bytes) -> None:
     key = AESGCM(envelope.new_key())
-    blob = envelope.encrypt(key, b"plaintext", envelope.value_aad("tenant", "secret", 1))
+    blob = envelope.encrypt(key, b"plaintext", value_context("tenant", "secret", 1).aad)
     with pytest.raises(IntegrityFailure, match="failed authentication"):
         envelope.decrypt(key, blob, wrong_aad)
 
 
 def test_decrypting_with_another_key_fails() -> None:
-    aad = envelope.kek_aad(1)
+    aad = kek_context(1).aad
     blob = envelope.encrypt(AESGCM(envelope.new_key()), b"plaintext", aad)
     with pytest.raises(IntegrityFailure):
         envelope.decrypt(AESGCM(envelope.new_key()), blob, aad)
@@ -183,7 +192,7 @@ def test_decrypting_with_another_key_fails() -> None:
 
 def test_every_flipped_byte_fails() -> None:
     key = AESGCM(envelope.new_key())
-    aad = envelope.kek_aad(7)
+    aad = kek_context(7).aad
     blob = envelope.encrypt(key, b"short plaintext", aad)
     for position in range(len(blob)):
         with pytest.raises(IntegrityFailure):
@@ -193,7 +202,7 @@ def test_every_flipped_byte_fails() -> None:
 @pytest.mark.parametrize("keep", [0, 5, envelope.NONCE_BYTES, envelope.NONCE_BYTES + 15, -1])
 def test_truncated_blob_fails(keep: int) -> None:
     key = AESGCM(envelope.new_key())
-    aad = envelope.kek_aad(1)
+    aad = kek_context(1).aad
     blob = envelope.encrypt(key, b"plaintext", aad)
     with pytest.raises(IntegrityFailure):
         envelope.decrypt(key, blob[:keep], aad)
@@ -201,16 +210,90 @@ def test_truncated_blob_fails(keep: int) -> None:
 
 def test_associated_data_names_its_context() -> None:
     contexts = {
-        envelope.value_aad("t", "s", 1),
-        envelope.value_aad("t", "s", 2),
-        envelope.value_aad("t", "s2", 1),
-        envelope.value_aad("t2", "s", 1),
-        envelope.dek_aad("t", "s", 1),
-        envelope.kek_aad(1),
-        envelope.kek_aad(2),
-        envelope.BARRIER_AAD,
+        value_context("t", "s", 1).aad,
+        value_context("t", "s", 2).aad,
+        value_context("t", "s2", 1).aad,
+        value_context("t2", "s", 1).aad,
+        value_context("t", "s", 1).dek_aad,
+        step_result_context("t", "s", 1).aad,
+        step_result_context("t", "s", 1).dek_aad,
+        kek_context(1).aad,
+        kek_context(2).aad,
+        VERIFIER.aad,
+        API_KEY_HMAC.aad,
     }
-    assert len(contexts) == 8
+    assert len(contexts) == 11
+
+
+# -- stored format: every existing row was sealed with these bytes ---------------------------
+def test_associated_data_bytes_never_change() -> None:
+    assert value_context("t-1", "s-1", 3).aad == b"strongroom|value|v1|t-1|s-1|3"
+    assert value_context("t-1", "s-1", 3).dek_aad == b"strongroom|dek|v1|t-1|s-1|3"
+    assert step_result_context("t-1", "e-1", 2).aad == b"strongroom|step|v1|t-1|e-1|2"
+    assert step_result_context("t-1", "e-1", 2).dek_aad == b"strongroom|step-dek|v1|t-1|e-1|2"
+    assert kek_context(7).aad == b"strongroom|kek|v1|7"
+    assert VERIFIER.aad == b"strongroom|barrier|v1"
+    assert VERIFIER_PLAINTEXT == b"strongroom barrier verifier"
+    assert API_KEY_HMAC.aad == b"strongroom|api-key-hmac|v1"
+
+
+# Sealed by the code before the barrier/keyring split (KEK b"K" * 32, master key b"M" * 32):
+# rows of a database written then must open now.
+GOLDEN_VALUE = Sealed(
+    1,
+    bytes.fromhex(
+        "044716dd33687d44e0c50002c7ab7ef72a9ba40544ee28619e33c3a0e00f9839"
+        "b85959c198eac5e53f423c808997567a8dac020982b06db5e2793fbe"
+    ),
+    bytes.fromhex(
+        "24961be6231e862ea937a1fb48496dbc841f8a569b9f65bec6896284477213d9c56d263182a21358df"
+    ),
+)
+GOLDEN_STEP_RESULT = Sealed(
+    1,
+    bytes.fromhex(
+        "5f3e22aa0364b083d940fa02d21efc1a259c19e595799effd4f828f06d028188"
+        "68b552acda5768a4b7e8f9b9182f3cb899175be2479eb35f339ded6b"
+    ),
+    bytes.fromhex("130eeaf2f60f9d484896c84c1de59f0bfaf380ca30c99cf94874693069d92e9cd66139bbda2059"),
+)
+GOLDEN_UNDER_MASTER_KEY = [
+    (
+        kek_context(1),
+        b"K" * 32,
+        "80ee76ed61d53c1c493976041042b7cd076b7f63bf4a7905570c1492ce4042e1"
+        "2a76ff9261e861c2ed0ac1b16613d09836abdb62096f081f9216fc7d",
+    ),
+    (
+        VERIFIER,
+        VERIFIER_PLAINTEXT,
+        "9d2cef10847f87d55c8aecc85172dc638e1247684a7657f7a5091fcb1449ec47"
+        "db6d1b6e3ed64f67f6db4d078c28b408e75696e9e66544",
+    ),
+    (
+        API_KEY_HMAC,
+        b"H" * 32,
+        "694d19fd7017ce936d39559aaa981a8448a3c354956dca11ced12eb9df5bcc77"
+        "3a293fcbd4e6328422e142a453a12121a31a378d7a26561d35e097a0",
+    ),
+]
+
+
+def test_data_sealed_by_earlier_versions_still_opens() -> None:
+    keyring = Keyring()
+    keyring.load({1: b"K" * 32})
+    value = value_context("t-1", "s-1", 3)
+    assert keyring.decrypt(value, GOLDEN_VALUE) == "golden välue".encode()
+    step = step_result_context("t-1", "e-1", 2)
+    assert keyring.decrypt(step, GOLDEN_STEP_RESULT) == b'{"value":1}'
+    # Rewrapped, the value keeps its ciphertext and still opens.
+    keyring.load({1: b"K" * 32, 2: b"L" * 32})
+    rewrapped = keyring.rewrap(value, GOLDEN_VALUE, 2)
+    assert (rewrapped.kek_id, rewrapped.ciphertext) == (2, GOLDEN_VALUE.ciphertext)
+    assert keyring.decrypt(value, rewrapped) == "golden välue".encode()
+    master = AESGCM(b"M" * 32)
+    for context, plaintext, blob in GOLDEN_UNDER_MASTER_KEY:
+        assert envelope.decrypt(master, bytes.fromhex(blob), context.aad) == plaintext
 
 
 # -- stored bytes -----------------------------------------------------------------------------
@@ -330,7 +413,7 @@ def test_ciphertext_moved_to_another_tenant_fails_the_read(
 # re-label a secret as another tenant's, then read it with that tenant's key.
 def tenant_id(services: Services, name: str) -> str:
     with services.store.read() as tx:
-        tenant = tx.tenant_by_name(name)
+        tenant = tx.apikeys.tenant_by_name(name)
     assert tenant is not None
     return tenant.id
 
@@ -391,17 +474,27 @@ def test_opening_needs_the_version_its_secret_and_the_caller_to_agree(
     created = create(api, "bound", value)
     owner = tenant_id(services, "default")
     with services.store.read() as tx:
-        stored = tx.version(created["id"], 1)
+        stored = tx.secrets.version(created["id"], 1)
     assert stored is not None
-    assert services.keyring.open(stored, secret_tenant_id=owner, caller_tenant_id=owner) == value
+    assert (
+        decrypt_value(
+            services.barrier.keyring, stored, secret_tenant_id=owner, caller_tenant_id=owner
+        )
+        == value
+    )
     for secret_tenant, caller_tenant in (("other", owner), (owner, "other"), ("other", "other")):
         with pytest.raises(IntegrityFailure, match="different tenants"):
-            services.keyring.open(
-                stored, secret_tenant_id=secret_tenant, caller_tenant_id=caller_tenant
+            decrypt_value(
+                services.barrier.keyring,
+                stored,
+                secret_tenant_id=secret_tenant,
+                caller_tenant_id=caller_tenant,
             )
     relabelled = dataclasses.replace(stored, tenant_id="other")
     with pytest.raises(IntegrityFailure, match="failed authentication"):
-        services.keyring.open(relabelled, secret_tenant_id="other", caller_tenant_id="other")
+        decrypt_value(
+            services.barrier.keyring, relabelled, secret_tenant_id="other", caller_tenant_id="other"
+        )
 
 
 def test_a_task_of_another_tenant_cannot_use_a_secret_moved_to_it(
@@ -410,22 +503,20 @@ def test_a_task_of_another_tenant_cannot_use_a_secret_moved_to_it(
     """The task runner opens values as the execution's tenant, with the same check."""
     value = canary("task")
     created = create(api, "api_key", value)
-    _, record = create_api_key(services.store, services.keyring, "thief")
+    _, record = create_api_key(services.store, services.barrier, "thief")
     thief = Caller(record.tenant_id, record.tenant_name, record.id, record.scopes)
     set_tenant(services, schema.secrets, created["id"], record.tenant_id)
     steps = [{"kind": "transform", "expression": "$ secrets.api_key"}]
     task, _ = services.tasks.create_task(thief, {"steps": steps})
     execution_id = services.tasks.execute(thief, task.id, None).id
-    runner = Runner(services.store, services.keyring, ToolConfig(egress=EgressPolicy.parse("")))
+    runner = Runner(services.store, services.barrier, ToolConfig(egress=EgressPolicy.parse("")))
     for index in range(runner.begin(execution_id)):
         if runner.run_step(execution_id, index) != SUCCEEDED:
             break
     assert runner.finish(execution_id) == "failed"
     with services.store.read() as tx:
-        [step] = tx.execution_steps(execution_id)
-        reads = tx.list_audit_events(
-            record.tenant_id, limit=10, offset=0, action="secret.read"
-        ).items
+        [step] = tx.executions.steps(execution_id)
+        reads = tx.audit.page(record.tenant_id, limit=10, offset=0, action="secret.read").items
     assert step.status == "failed" and step.error is not None
     assert "failed authentication" in step.error["message"]
     assert find_leaks(value, json.dumps([step.output, step.error]).encode()) == []
@@ -446,6 +537,7 @@ def test_open_services_with_another_master_key_is_refused(
     again.store.close()
 
 
+@pytest.mark.e2e
 def test_serve_with_another_master_key_exits_before_serving(
     services: Services, database_url: str, tmp_path: Path
 ) -> None:
@@ -515,6 +607,7 @@ def test_master_key_from_a_file(tmp_path: Path) -> None:
     assert load_master_key(OTHER_MASTER_KEY, file) == base64.b64decode(OTHER_MASTER_KEY)
 
 
+@pytest.mark.e2e
 def test_master_key_file_setting_opens_the_database(
     services: Services,
     database_url: str,
@@ -531,13 +624,18 @@ def test_master_key_file_setting_opens_the_database(
     opened = open_services(Settings())
     try:
         with opened.store.read() as tx:
-            secret = tx.secret_by_name(api_tenant(services), "from_file")
+            secret = tx.secrets.by_name(api_tenant(services), "from_file")
             assert secret is not None
-            stored = tx.version(secret.id, 1)
+            stored = tx.secrets.version(secret.id, 1)
         assert stored is not None
         tenant_id = api_tenant(services)
         assert (
-            opened.keyring.open(stored, secret_tenant_id=tenant_id, caller_tenant_id=tenant_id)
+            decrypt_value(
+                opened.barrier.keyring,
+                stored,
+                secret_tenant_id=tenant_id,
+                caller_tenant_id=tenant_id,
+            )
             == value
         )
     finally:
@@ -555,6 +653,7 @@ def test_master_key_file_setting_opens_the_database(
         open_services(Settings())
 
 
+@pytest.mark.e2e
 def test_malformed_master_key_stops_the_command(tmp_path: Path) -> None:
     bad = base64.b64encode(b"q" * 31).decode()
     database_url = f"sqlite:///{tmp_path / 'never-opened.db'}"
@@ -567,7 +666,7 @@ def test_malformed_master_key_stops_the_command(tmp_path: Path) -> None:
 
 def api_tenant(services: Services) -> str:
     with services.store.read() as tx:
-        tenant = tx.tenant_by_name("default")
+        tenant = tx.apikeys.tenant_by_name("default")
     assert tenant is not None
     return tenant.id
 
@@ -608,14 +707,16 @@ def assert_all_decrypt(
     services: Services, tenant_id: str, values: dict[tuple[str, int], str]
 ) -> None:
     """Every version opens with a keyring loaded afresh, as a newly started server's would."""
-    keyring = new_keyring(services)
+    keyring = new_barrier(services).keyring
     with services.store.read() as tx:
         for (name, version), value in values.items():
-            secret = tx.secret_by_name(tenant_id, name)
+            secret = tx.secrets.by_name(tenant_id, name)
             assert secret is not None
-            stored = tx.version(secret.id, version)
+            stored = tx.secrets.version(secret.id, version)
             assert stored is not None
-            opened = keyring.open(stored, secret_tenant_id=tenant_id, caller_tenant_id=tenant_id)
+            opened = decrypt_value(
+                keyring, stored, secret_tenant_id=tenant_id, caller_tenant_id=tenant_id
+            )
             assert opened == value
 
 
@@ -632,7 +733,7 @@ def test_rotation_interrupted_then_resumed(api: TestClient, services: Services) 
 
     with pytest.raises(Crash):
         rotate(
-            services.store, new_keyring(services), batch_size=5, on_batch=crash_after_two_batches
+            services.store, new_barrier(services), batch_size=5, on_batch=crash_after_two_batches
         )
 
     # Half-way: the old KEK drains, the new one is active, and every version still reads.
@@ -644,7 +745,7 @@ def test_rotation_interrupted_then_resumed(api: TestClient, services: Services) 
     create(api, "written_meanwhile", values[("written_meanwhile", 1)])
     assert counts_by_kek(services) == {1: total - 10, 2: 11}
 
-    report = rotate(services.store, new_keyring(services), batch_size=5)
+    report = rotate(services.store, new_barrier(services), batch_size=5)
     assert report.resumed is True
     assert report.active_kek_id == 2
     assert report.rewrapped == total - 10
@@ -659,7 +760,7 @@ def test_rotation_interrupted_then_resumed(api: TestClient, services: Services) 
             assert row.ciphertext == old.ciphertext
             assert row.wrapped_dek != old.wrapped_dek
 
-    report = rotate(services.store, new_keyring(services), batch_size=5)
+    report = rotate(services.store, new_barrier(services), batch_size=5)
     assert report.resumed is False
     assert report.active_kek_id == 3
     assert report.rewrapped == total + 1
@@ -676,11 +777,12 @@ def test_rotation_refuses_an_empty_batch_size(
     """A batch of no data keys would look like a finished rotation and retire KEK 1."""
     create(api, "kept", canary())
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
-        rotate(services.store, new_keyring(services), batch_size=batch_size)
+        rotate(services.store, new_barrier(services), batch_size=batch_size)
     assert keyring_states(services) == {1: "active"}
     assert counts_by_kek(services) == {1: 1}
 
 
+@pytest.mark.e2e
 def test_rotate_command_refuses_an_empty_batch_size(tmp_path: Path) -> None:
     database_url = f"sqlite:///{tmp_path / 'never-opened.db'}"
     result = run_cli(["master-key", "rotate", "--batch-size", "0"], cli_env(database_url))
@@ -724,10 +826,11 @@ def test_rotation_by_the_command_while_a_server_runs(
     assert server.process.poll() is None
 
 
+@pytest.mark.e2e
 def test_rotation_killed_with_sigkill_resumes(
     services: Services, api: TestClient, database_url: str
 ) -> None:
-    _, record = create_api_key(services.store, services.keyring, "default")
+    _, record = create_api_key(services.store, services.barrier, "default")
     caller = Caller(record.tenant_id, record.tenant_name, record.id, ("*",))
     values = {}
     for i in range(300):
@@ -767,7 +870,7 @@ def test_rotation_killed_with_sigkill_resumes(
     sample = dict(list(values.items())[::15])
     assert_all_readable(api, sample)
 
-    report = rotate(services.store, new_keyring(services), batch_size=50)
+    report = rotate(services.store, new_barrier(services), batch_size=50)
     assert (report.resumed, report.active_kek_id) == (True, 2)
     assert report.rewrapped == counts[1]
     assert report.retired_kek_ids == [1]
@@ -784,7 +887,7 @@ def test_rotation_killed_with_sigkill_resumes(
 def test_a_damaged_keyring_row_refuses_start_with_a_clear_message(
     services: Services, settings: Settings
 ) -> None:
-    engine = services.store.engine  # type: ignore[attr-defined]
+    engine = services.store.engine
     with engine.begin() as conn:
         wrapped = conn.execute(sa.select(schema.keyring.c.wrapped_key)).scalar_one()
         conn.execute(schema.keyring.update().values(wrapped_key=flip(bytes(wrapped), 20)))
@@ -807,13 +910,13 @@ def test_servers_starting_together_on_a_new_database_agree_on_one_keyring(
 
     def unseal(store: Any) -> None:
         start.wait()
-        Keyring(master, store).unseal()
+        Barrier(master, store).unseal()
 
     try:
         with ThreadPoolExecutor(len(stores)) as pool:
             list(pool.map(unseal, stores))
         with stores[0].read() as tx:
-            assert [e.id for e in tx.keyring_entries()] == [1]
+            assert [e.id for e in tx.keyring.entries()] == [1]
     finally:
         for store in stores:
             store.close()

@@ -37,6 +37,7 @@ from strongroom.server.tasks.tools import (
     ToolContext,
     ToolError,
 )
+from strongroom.server.tasks.tools.database import DatabaseSettings
 
 from .conftest import MASTER_KEY, IssueKey
 from .support import run_cli, start_server
@@ -489,13 +490,14 @@ def test_files_under_the_data_directory_are_refused_when_the_tool_directory_over
     protected = Protected.of_server(
         f"sqlite:///{layout['data'] / 'strongroom.db'}", [layout["key"]]
     )
-    config = ToolConfig(sqlite_dir=layout["data"].parent, protected=protected)
+    overlapping = (DatabaseSettings(tool_sqlite_dir=layout["data"].parent),)
+    config = ToolConfig(protected=protected, tool_settings=overlapping)
     for name in ("strongroom.db", "strongroom.db.dbos.sqlite"):
         error = refused_sqlite(config, f"sqlite:///{name}", "data")
         assert error.code == "egress_refused"
-    assert read(
-        ToolConfig(sqlite_dir=layout["data"].parent), "sqlite:///strongroom.db", "data"
-    ) == [["server's own"]]  # the control: without the protection it would have opened
+    assert read(ToolConfig(tool_settings=overlapping), "sqlite:///strongroom.db", "data") == [
+        ["server's own"]
+    ]  # the control: without the protection it would have opened
 
 
 def test_tool_config_refuses_a_tool_directory_that_overlaps_the_servers_files(
@@ -505,9 +507,10 @@ def test_tool_config_refuses_a_tool_directory_that_overlaps_the_servers_files(
     for overlapping in (data, data / "tenants", data.parent, layout["key"].parent):
         with pytest.raises(ValueError, match=r"STRONGROOM_TOOL_SQLITE_DIR .* apart from"):
             sqlite_tools(layout, overlapping)
-    assert sqlite_tools(layout).sqlite_dir == layout["tools"]
+    assert sqlite_tools(layout).settings(DatabaseSettings).tool_sqlite_dir == layout["tools"]
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
 def test_serve_and_worker_refuse_to_start_with_a_tool_directory_in_the_data_directory(
     tmp_path: Path, command: list[str]

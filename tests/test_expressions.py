@@ -445,6 +445,7 @@ def test_limits_are_configurable() -> None:
         evaluate("2 ** 30", max_int_bits=21)
 
 
+@pytest.mark.e2e
 def test_deep_nesting_is_refused_even_on_a_small_thread_stack() -> None:
     """The C parser recurses per nesting level; a 256 KiB thread stack would overflow on
     thousands of levels, so the refusal must come before ``ast.parse``. A crash here kills

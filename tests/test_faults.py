@@ -47,17 +47,19 @@ from fastapi.testclient import TestClient
 from strongroom.server.api.errors import storage_error
 from strongroom.server.apikeys import create_api_key
 from strongroom.server.auth import Caller
-from strongroom.server.crypto import Keyring
+from strongroom.server.crypto import Barrier
+from strongroom.server.secret_values import decrypt_value
 from strongroom.server.services import Services
 from strongroom.server.storage import (
+    Sealed,
     StorageFull,
     StorageIOError,
     StorageReadOnly,
     StorageUnavailable,
+    StoredVersion,
     open_store,
 )
 from strongroom.server.storage import schema as t
-from strongroom.server.storage.base import Sealed, StoredVersion
 from strongroom.server.storage.postgres import PostgresStore
 from strongroom.server.storage.sql import SQLStore
 from strongroom.server.storage.sqlite import SQLiteStore
@@ -274,12 +276,13 @@ def assert_whole(store: SQLStore, seed: int) -> int:
     for row in secrets_rows:
         assert numbers[row.id] == set(range(1, row.version + 1)), (row.id, seed)
         assert entries[row.id] == len(json.loads(row.metadata_json)), (row.id, seed)
-    keyring = Keyring(base64.b64decode(MASTER_KEY), store)
-    keyring.unseal()
+    keyring = Barrier(base64.b64decode(MASTER_KEY), store).unseal()
     for row in version_rows:
         sealed = Sealed(row.kek_id, bytes(row.wrapped_dek), bytes(row.ciphertext))
         stored = StoredVersion(row.tenant_id, row.secret_id, row.version, sealed)
-        keyring.open(stored, secret_tenant_id=row.tenant_id, caller_tenant_id=row.tenant_id)
+        decrypt_value(
+            keyring, stored, secret_tenant_id=row.tenant_id, caller_tenant_id=row.tenant_id
+        )
     return len(version_rows)
 
 
@@ -916,7 +919,7 @@ def test_each_fault_has_its_answer(
 # -- 4. Master-key rotation killed at random points -----------------------------------------
 def keyring_states(store: SQLStore) -> dict[int, str]:
     with store.read() as tx:
-        return {entry.id: entry.state for entry in tx.keyring_entries()}
+        return {entry.id: entry.state for entry in tx.keyring.entries()}
 
 
 def assert_keyring_consistent(
@@ -931,7 +934,7 @@ def assert_keyring_consistent(
     assert len(active) == 1 and active[0] == max(states), (states, seed)
     assert set(states.values()) <= {"active", "draining", "retired"}, (states, seed)
     with store.read() as tx:
-        counts = tx.count_versions_by_kek()
+        counts = tx.secrets.count_versions_by_kek()
     assert set(counts) <= set(states), (counts, states, seed)
     assert sum(counts.values()) == total, (counts, seed)
     for kek, state in states.items():
@@ -963,7 +966,7 @@ def remaining_data_keys(store: SQLStore, total: int) -> int:
     if "draining" not in states.values():
         return total
     with store.read() as tx:
-        return total - tx.count_versions_by_kek().get(max(states), 0)
+        return total - tx.secrets.count_versions_by_kek().get(max(states), 0)
 
 
 def kill_rotation(
@@ -1024,7 +1027,7 @@ def rotation_kills(
     rng = random.Random(seed)
     store = services.store
     assert isinstance(store, SQLStore)
-    _, record = create_api_key(store, services.keyring, "default")
+    _, record = create_api_key(store, services.barrier, "default")
     caller = Caller(record.tenant_id, record.tenant_name, record.id, ("*",))
     values: dict[tuple[str, int], str] = {}
     for i in range(count):
@@ -1058,7 +1061,7 @@ def rotation_kills(
     assert "finished" in finished.stderr, finished.stderr
     assert assert_keyring_consistent(store, total, None, seed) == "settled"
     with store.read() as tx:
-        assert tx.count_versions_by_kek() == {max(keyring_states(store)): total}, outcomes
+        assert tx.secrets.count_versions_by_kek() == {max(keyring_states(store)): total}, outcomes
     assert assert_whole(store, seed) == total
 
 

@@ -24,9 +24,10 @@ from strongroom.server.tasks.held import HeldSecrets, place_of
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.tools import ToolConfig
 from strongroom.server.tasks.tools.context import Destination
+from strongroom.server.tasks.tools.database import DatabaseSettings
 
 from .support import canary, find_leaks
-from .test_tasks_runner import run_all, start, steps_of
+from .tasks_fixtures import run_all, start, steps_of
 
 
 def db(query: str, *, file: str = "store.db", **more: Any) -> dict[str, Any]:
@@ -50,7 +51,8 @@ def tool_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def runner(services: Services, tool_dir: Path) -> Runner:
-    return Runner(services.store, services.keyring, ToolConfig(sqlite_dir=tool_dir))
+    tools = ToolConfig(tool_settings=(DatabaseSettings(tool_sqlite_dir=tool_dir),))
+    return Runner(services.store, services.barrier, tools)
 
 
 def shown_by(services: Services, execution_id: str) -> list[Any]:
@@ -114,7 +116,7 @@ def places(services: Services) -> list[tuple[str, str, str]]:
 def held(services: Services, caller: Caller, **more: Any) -> HeldSecrets:
     options: dict[str, Any] = {"sent": frozenset({"a", "b"}), "restricted": frozenset({"b"})}
     options.update(more)
-    return HeldSecrets(services.store, services.keyring, caller.tenant_id, **options)
+    return HeldSecrets(services.store, services.barrier, caller.tenant_id, **options)
 
 
 def test_which_places_are_recorded(services: Services, caller: Caller) -> None:

@@ -69,7 +69,7 @@ def hostile(
         truncate_postgres(url)
     services = open_services(Settings(database_url=url, master_key=SecretStr(MASTER_KEY)))
     try:
-        key, _ = create_api_key(services.store, services.keyring, "default")
+        key, _ = create_api_key(services.store, services.barrier, "default")
     finally:
         services.store.close()
     env = {

@@ -26,7 +26,7 @@ from strongroom.server.ratelimit import RateLimiter, parse_budget
 from strongroom.server.services import Services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import schema
-from strongroom.server.storage.sql import SQLTransaction
+from strongroom.server.storage.apikeys import SQLApiKeyStorage
 
 from .conftest import MASTER_KEY, ClientWith, IssueKey
 from .support import assert_error, run_cli, start_server
@@ -74,19 +74,19 @@ def test_a_refused_request_does_no_work_and_writes_nothing(
     client = client_with(rate_limit_per_key="1/minute", rate_limit_per_address="off")
     client.get("/v1/secrets").raise_for_status()
     with services.store.read() as tx:
-        before = tx.list_audit_events(next(iter(_tenants(services))), limit=1000, offset=0)
+        before = tx.audit.page(next(iter(_tenants(services))), limit=1000, offset=0)
     refused = client.post("/v1/secrets", json={"name": "never", "value": "v"})
     assert_error(refused, 429, "rate_limited")
     with services.store.read() as tx:
         tenant = next(iter(_tenants(services)))
-        after = tx.list_audit_events(tenant, limit=1000, offset=0)
-        assert tx.secret_by_name(tenant, "never") is None
+        after = tx.audit.page(tenant, limit=1000, offset=0)
+        assert tx.secrets.by_name(tenant, "never") is None
     assert len(after.items) == len(before.items)
 
 
 def _tenants(services: Services) -> list[str]:
     with services.store.read() as tx:
-        return sorted({key.tenant_id for key in tx.list_api_keys()})
+        return sorted({key.tenant_id for key in tx.apikeys.list_keys()})
 
 
 def test_a_budget_refills_as_the_window_moves(client_with: ClientWith) -> None:
@@ -198,23 +198,23 @@ def test_keys_are_looked_up_by_their_hash_alone(
     key takes to refuse cannot guide the next guess."""
     real = issue_key()
     looked_up: list[str] = []
-    original = SQLTransaction.api_key_by_hash
+    original = SQLApiKeyStorage.by_hash
 
-    def spy(self: SQLTransaction, key_hash: str) -> object:
+    def spy(self: SQLApiKeyStorage, key_hash: str) -> object:
         looked_up.append(key_hash)
         return original(self, key_hash)
 
-    monkeypatch.setattr(SQLTransaction, "api_key_by_hash", spy)
+    monkeypatch.setattr(SQLApiKeyStorage, "by_hash", spy)
     near_miss = _with_valid_checksum(real)
     assert near_miss != real
     refused = api.get("/v1/secrets", headers={"Authorization": f"Bearer {near_miss}"})
     assert_error(refused, 401, "unauthorized")
     assert "not recognised" in refused.json()["error"]["message"]
     assert api.get("/v1/secrets", headers={"Authorization": f"Bearer {real}"}).status_code == 200
-    hashed = services.keyring.hash_api_key
+    hashed = services.barrier.hash_api_key
     assert looked_up == [hashed(near_miss), hashed(real)]
     with services.store.read() as tx:
-        stored = {key.key_hash for key in tx.list_api_keys()}
+        stored = {key.key_hash for key in tx.apikeys.list_keys()}
     assert hashed(real) in stored
     assert hashlib.sha256(real.encode()).hexdigest() not in stored
     assert not any(real in value or real[3:35] in value for value in stored)
@@ -310,6 +310,7 @@ def test_the_sdk_waits_out_a_429_and_succeeds(
         server.stop()
 
 
+@pytest.mark.e2e
 def test_the_cli_reports_a_bad_budget_setting_at_start(tmp_path: Path) -> None:
     result = run_cli(
         ["serve", "--port", "0"],

@@ -151,7 +151,7 @@ def fuzzed(
     )
     opened = open_services(settings)
     try:
-        key, _ = create_api_key(opened.store, opened.keyring, "default")
+        key, _ = create_api_key(opened.store, opened.barrier, "default")
         app = create_app(opened, run_engine=False)
         yield Fuzzed(
             schemathesis.openapi.from_asgi("/openapi.json", app, config=CONFIG), opened.store, key

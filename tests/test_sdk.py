@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import strongroom
-from strongroom import AsyncStrongroom, Julep, SecretPolicy, Strongroom
+from strongroom import NOT_GIVEN, AsyncStrongroom, Julep, NotGiven, SecretPolicy, Strongroom
 from strongroom.exceptions import (
     APIError,
     AuthenticationError,
@@ -150,6 +150,7 @@ def test_versions_upsert_and_reading_an_old_version(sdk: Any) -> None:
     assert replaced.version == 2
     assert replaced.description == "d"
     assert [v.version for v in sdk.secrets.versions("token").items] == [2, 1]
+    assert [v.version for v in sdk.secrets.versions("token")] == [2, 1]
     assert sdk.secrets.get("token", version=1).value == "one"
     with pytest.raises(PreconditionFailedError):
         sdk.secrets.upsert("token", "three", expected_version=1)
@@ -170,6 +171,10 @@ def test_list_all_walks_every_page(sdk: Any) -> None:
     for i in range(23):
         sdk.secrets.create(f"s{i:02d}", "v", metadata={"even": i % 2 == 0})
     assert [s.name for s in sdk.secrets.list_all(page_size=5)] == [f"s{i:02d}" for i in range(23)]
+    page = sdk.secrets.list(limit=5, offset=20)
+    assert [s.name for s in page] == [s.name for s in page.items] == ["s20", "s21", "s22"]
+    assert (page.limit, page.offset, page.has_more) == (5, 20, False)
+    assert page.model_dump()["limit"] == 5, "a page iterates its items; model_dump its fields"
     evens = [s.name for s in sdk.secrets.list_all(metadata={"even": True}, page_size=4)]
     assert evens == [f"s{i:02d}" for i in range(0, 23, 2)]
 
@@ -384,6 +389,16 @@ def test_settings_come_from_arguments_or_the_environment(monkeypatch: pytest.Mon
     explicit = Strongroom(api_key="sr_arg", base_url="http://127.0.0.1:1")
     assert explicit.base_url == "http://127.0.0.1:1"
     explicit.close()
+
+
+def test_not_given_is_leaving_an_argument_out(sdk: Any) -> None:
+    assert not NOT_GIVEN
+    assert repr(NOT_GIVEN) == "NOT_GIVEN"
+    assert isinstance(NOT_GIVEN, NotGiven)
+    sdk.secrets.create("kept", "v", description="d", metadata={"a": 1})
+    same = sdk.secrets.update("kept", value="w", description=NOT_GIVEN, metadata=NOT_GIVEN)
+    assert (same.version, same.description, same.metadata) == (2, "d", {"a": 1})
+    assert sdk.secrets.update("kept", description=None).description is None
 
 
 def test_sync_and_async_clients_offer_the_same_calls() -> None:

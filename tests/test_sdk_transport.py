@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+import strongroom
 import strongroom._core as core
 from strongroom import AsyncStrongroom, Strongroom
 from strongroom.exceptions import (
@@ -221,7 +222,7 @@ def test_requests_carry_the_key_and_user_agent(upstream: Upstream, connect: Any)
     method, path, headers, _ = upstream.requests[0]
     assert (method, path) == ("GET", "/v1/secrets/na%20me%2Fx?version=3")
     assert headers["Authorization"] == "Bearer sr_test"
-    assert headers["User-Agent"].startswith("strongroom-python/")
+    assert headers["User-Agent"] == f"strongroom-python/{strongroom.__version__}"
 
 
 # -- retry decisions, unit by unit --------------------------------------------------------------
@@ -363,6 +364,7 @@ def test_wait_gives_up_after_its_timeout(mocked: Any) -> None:
         client.executions.wait("exe_1", timeout=0.3)
 
 
+@pytest.mark.e2e
 def test_the_client_imports_without_the_server_or_cli_libraries() -> None:
     """``pip install strongroom`` brings only httpx and pydantic: nothing else may load."""
     program = """

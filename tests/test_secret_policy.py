@@ -566,7 +566,7 @@ def test_secrets_from_before_the_migration_have_the_default_policy(
             )
         store.migrate()
         with store.read() as tx:
-            secret = tx.secret_by_name("t1", "old")
+            secret = tx.secrets.by_name("t1", "old")
         assert secret is not None
         assert secret.policy == DEFAULT_POLICY
     finally:

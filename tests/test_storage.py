@@ -9,9 +9,11 @@ import pytest
 
 from strongroom.server.apikeys import ensure_tenant
 from strongroom.server.ids import new_id
+from strongroom.server.policy import SecretPolicy
 from strongroom.server.services import Services
-from strongroom.server.storage.base import (
+from strongroom.server.storage import (
     AuditEvent,
+    BarrierRow,
     ExecutionRecord,
     NameTaken,
     Sealed,
@@ -20,7 +22,10 @@ from strongroom.server.storage.base import (
     Store,
     StoredVersion,
     TaskRecord,
+    Transaction,
 )
+from strongroom.server.storage.secret_listing import metadata_entry_hash, sparsest_entry
+from strongroom.server.storage.secrets import SQLSecretStorage
 from strongroom.server.trail import Action, Actor, event
 
 NOW = dt.datetime(2026, 11, 28, 14, 33, 0, 123456, tzinfo=dt.UTC)
@@ -42,14 +47,16 @@ def secret(tenant_id: str, name: str, **metadata: object) -> SecretRecord:
 
 def add(store: Store, record: SecretRecord) -> None:
     with store.write() as tx:
-        tx.insert_secret(record)
+        tx.secrets.insert(record)
         sealed = Sealed(1, b"wrapped-" + record.id.encode(), b"ciphertext")
-        tx.insert_version(StoredVersion(record.tenant_id, record.id, 1, sealed), NOW, None)
+        tx.secrets.insert_version(StoredVersion(record.tenant_id, record.id, 1, sealed), NOW, None)
 
 
-def names(store: Store, tenant_id: str, **kwargs: object) -> list[str]:
+def names(
+    store: Store, tenant_id: str, metadata_filter: dict[str, object] | None = None
+) -> list[str]:
     with store.read() as tx:
-        page = tx.list_secrets(tenant_id, limit=100, offset=0, **kwargs)  # type: ignore[arg-type]
+        page = tx.secrets.page(tenant_id, limit=100, offset=0, metadata_filter=metadata_filter)
     return [s.name for s in page.items]
 
 
@@ -59,8 +66,8 @@ def test_round_trip_keeps_every_field_and_utc_times(store: Store, tenant_id: str
     )
     add(store, record)
     with store.read() as tx:
-        found = tx.secret_by_name(tenant_id, "api")
-        stored = tx.version(record.id, 1)
+        found = tx.secrets.by_name(tenant_id, "api")
+        stored = tx.secrets.version(record.id, 1)
     assert found == record
     assert found.created_at.tzinfo == dt.UTC
     assert stored is not None
@@ -70,7 +77,7 @@ def test_round_trip_keeps_every_field_and_utc_times(store: Store, tenant_id: str
 def test_names_are_unique_per_tenant_and_case_sensitive(store: Store, tenant_id: str) -> None:
     add(store, secret(tenant_id, "token"))
     with pytest.raises(NameTaken), store.write() as tx:
-        tx.insert_secret(secret(tenant_id, "token"))
+        tx.secrets.insert(secret(tenant_id, "token"))
     add(store, secret(tenant_id, "Token"))
     other = ensure_tenant(store, "other").id
     add(store, secret(other, "token"))
@@ -83,7 +90,7 @@ def test_rename_onto_a_taken_name_raises_and_changes_nothing(store: Store, tenan
     add(store, first)
     add(store, second)
     with pytest.raises(NameTaken), store.write() as tx:
-        tx.update_secret(replace(first, name="second"))
+        tx.secrets.update(replace(first, name="second"))
     assert names(store, tenant_id) == ["first", "second"]
 
 
@@ -92,8 +99,8 @@ def test_list_orders_by_code_point_and_pages(store: Store, tenant_id: str) -> No
         add(store, secret(tenant_id, name))
     assert names(store, tenant_id) == ["Alpha2", "Zeta", "_under", "alpha", "beta"]
     with store.read() as tx:
-        page = tx.list_secrets(tenant_id, limit=2, offset=2)
-        last = tx.list_secrets(tenant_id, limit=2, offset=4)
+        page = tx.secrets.page(tenant_id, limit=2, offset=2)
+        last = tx.secrets.page(tenant_id, limit=2, offset=4)
     assert [s.name for s in page.items] == ["_under", "alpha"]
     assert page.has_more
     assert [s.name for s in last.items] == ["beta"]
@@ -120,24 +127,19 @@ def test_metadata_index_follows_updates_renames_and_deletes(store: Store, tenant
     add(store, record)
     changed = SecretRecord(record.id, tenant_id, "renamed", None, {"env": "dev"}, 1, NOW, NOW)
     with store.write() as tx:
-        tx.update_secret(changed)
+        tx.secrets.update(changed)
     assert names(store, tenant_id, metadata_filter={"env": "prod"}) == []
     assert names(store, tenant_id, metadata_filter={"env": "dev"}) == ["renamed"]
     with store.write() as tx:
-        tx.delete_secret(record.id)
-        assert tx.version(record.id, 1) is None
+        tx.secrets.delete(record.id)
+        assert tx.secrets.version(record.id, 1) is None
     assert names(store, tenant_id, metadata_filter={"env": "dev"}) == []
     add(store, secret(tenant_id, "renamed"))  # the name is free again
 
 
-def test_replace_wrapped_dek_only_from_the_expected_kek(store: Store, tenant_id: str) -> None:
-    record = secret(tenant_id, "k")
-    add(store, record)
-    with store.write() as tx:
-        assert not tx.replace_wrapped_dek(record.id, 1, 7, Sealed(2, b"new", b"ciphertext"))
-        assert tx.replace_wrapped_dek(record.id, 1, 1, Sealed(2, b"new", b"ciphertext"))
-        assert tx.count_versions_by_kek() == {2: 1}
-        assert [v.secret_id for v in tx.versions_under_keks([2], 10)] == [record.id]
+def under(tx: Transaction, *kek_ids: int) -> dict[tuple[str | int, ...], bytes]:
+    """The wrapped data keys under ``kek_ids``, by row key."""
+    return {row.key: row.sealed.wrapped_dek for row in tx.keyring.sealed_under(kek_ids, 100)}
 
 
 def test_replace_wrapped_deks_moves_a_batch_and_skips_rows_already_moved(
@@ -147,24 +149,98 @@ def test_replace_wrapped_deks_moves_a_batch_and_skips_rows_already_moved(
     for record in records:
         add(store, record)
     with store.write() as tx:
-        assert tx.replace_wrapped_dek(records[0].id, 1, 1, Sealed(3, b"elsewhere", b"c"))
-        tx.replace_wrapped_deks(
-            [(r.id, 1, 1, Sealed(2, f"new {r.name}".encode(), b"c")) for r in records]
+        rows = tx.keyring.sealed_under([1], 10)
+        assert sorted(row.key for row in rows) == sorted((r.id, 1) for r in records)
+        assert {(row.kind, row.tenant_id) for row in rows} == {("value", tenant_id)}
+        first = rows[0]
+        assert first.parts == (tenant_id, first.key[0], "1")
+        # One row leaves KEK 1 first: the batch listed under KEK 1 must not overwrite it.
+        tx.keyring.replace_wrapped_deks([(first, Sealed(3, b"elsewhere", b"c"))])
+        tx.keyring.replace_wrapped_deks(
+            [(row, Sealed(2, b"new %d" % i, b"c")) for i, row in enumerate(rows)]
         )
-        tx.replace_wrapped_deks([])
-        assert tx.count_versions_by_kek() == {2: 4, 3: 1}
-        moved = {v.secret_id: v.sealed.wrapped_dek for v in tx.versions_under_keks([2], 10)}
-    assert moved == {r.id: f"new {r.name}".encode() for r in records[1:]}
+        tx.keyring.replace_wrapped_deks([])
+        assert tx.secrets.count_versions_by_kek() == {2: 4, 3: 1}
+        assert under(tx, 2) == {row.key: b"new %d" % i for i, row in enumerate(rows) if i}
+        assert under(tx, 7) == {}
+        assert len(tx.keyring.sealed_under([2, 3], 2)) == 2
     with store.read() as tx:
-        kept = tx.version(records[0].id, 1)
+        kept = tx.secrets.version(str(first.key[0]), 1)
     assert kept is not None
     assert kept.sealed.wrapped_dek == b"elsewhere"  # it had left KEK 1: not overwritten
+    assert kept.sealed.ciphertext == b"ciphertext"  # a rewrap never touches the value
+
+
+def test_sealed_data_of_every_kind_is_listed_and_rewrapped_alike(
+    store: Store, tenant_id: str
+) -> None:
+    record = secret(tenant_id, "v")
+    add(store, record)
+    task = TaskRecord(new_id(), tenant_id, None, None, [{"kind": "transform"}], NOW, NOW)
+    run = ExecutionRecord(
+        new_id(), tenant_id, task.id, "running", task.steps, None, None, None, None, NOW, NOW
+    )
+    with store.write() as tx:
+        tx.tasks.insert(task)
+        tx.executions.insert(run)
+        result = Sealed(1, b"wrapped", b"result")
+        tx.executions.save_step(StepRecord(run.id, 0, "transform", "succeeded", sealed=result))
+        tx.executions.save_step(StepRecord(run.id, 1, "transform", "running"))
+    with store.write() as tx:
+        rows = tx.keyring.sealed_under([1], 10)
+        # Secret versions first, then step results, each with its seal context's parts.
+        assert [(row.kind, row.key, row.parts) for row in rows] == [
+            ("value", (record.id, 1), (tenant_id, record.id, "1")),
+            ("step", (run.id, 0), (tenant_id, run.id, "0")),
+        ]
+        assert [row.kind for row in tx.keyring.sealed_under([1], 1)] == ["value"]
+        tx.keyring.replace_wrapped_deks(
+            [(row, Sealed(2, b"re-" + row.kind.encode(), b"ignored")) for row in rows]
+        )
+        assert tx.keyring.sealed_under([1], 10) == []
+        steps = tx.executions.steps(run.id)
+    assert [step.sealed for step in steps] == [Sealed(2, b"re-step", b"result"), None]
+
+
+def test_insert_many_writes_what_insert_and_insert_version_write(
+    store: Store, tenant_id: str
+) -> None:
+    use_only = SecretPolicy(readable=False)
+    records = [
+        replace(secret(tenant_id, f"bulk{i}", env="prod", n=i % 2), description=f"d{i}")
+        for i in range(3)
+    ]
+    records.append(replace(secret(tenant_id, "plain"), policy=use_only))
+    sealed = {r.id: Sealed(1, b"w-" + r.id.encode(), b"c-" + r.id.encode()) for r in records}
+    with store.write() as tx:
+        tx.secrets.insert_many([(r, sealed[r.id]) for r in records], created_by="key")
+    assert names(store, tenant_id) == ["bulk0", "bulk1", "bulk2", "plain"]
+    assert names(store, tenant_id, metadata_filter={"env": "prod", "n": 1}) == ["bulk1"]
+    with store.read() as tx:
+        for record in records:
+            assert tx.secrets.by_name(tenant_id, record.name) == record
+            stored = tx.secrets.version(record.id, 1)
+            assert stored == StoredVersion(tenant_id, record.id, 1, sealed[record.id])
+            [version] = tx.secrets.list_versions(record.id)
+            assert (version.created_at, version.created_by) == (NOW, "key")
+    with pytest.raises(NameTaken), store.write() as tx:
+        tx.secrets.insert(secret(tenant_id, "plain"))
+
+
+def test_barrier_rows_are_written_once(store: Store) -> None:
+    # The store was unsealed: both rows exist, and another process's second write of
+    # either is refused (the barrier then reads the first one's).
+    with store.read() as tx:
+        assert all(tx.keyring.barrier_row(row) for row in BarrierRow)
+    for row in BarrierRow:
+        with pytest.raises(NameTaken), store.write() as tx:
+            tx.keyring.insert_barrier_row(row, b"another", NOW)
 
 
 def test_write_rolls_back_on_error(store: Store, tenant_id: str) -> None:
     def abandoned_write() -> None:
         with store.write() as tx:
-            tx.insert_secret(secret(tenant_id, "ghost"))
+            tx.secrets.insert(secret(tenant_id, "ghost"))
             raise RuntimeError("abort")
 
     with pytest.raises(RuntimeError):
@@ -175,14 +251,14 @@ def test_write_rolls_back_on_error(store: Store, tenant_id: str) -> None:
 def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str) -> None:
     with store.write() as tx:
         for i in range(5):
-            tx.insert_audit_event(
+            tx.audit.insert(
                 AuditEvent(NOW, tenant_id, "key", Action.READ.value, "success", f"s{i % 2}")
             )
-        tx.insert_audit_event(event(Actor(None, None), Action.AUTHENTICATE, "unauthorized"))
+        tx.audit.insert(event(Actor(None, None), Action.AUTHENTICATE, "unauthorized"))
     with store.read() as tx:
-        page = tx.list_audit_events(tenant_id, limit=2, offset=0)
-        only = tx.list_audit_events(tenant_id, limit=10, offset=0, secret_name="s1")
-        reads = tx.list_audit_events(tenant_id, limit=10, offset=0, action="secret.read")
+        page = tx.audit.page(tenant_id, limit=2, offset=0)
+        only = tx.audit.page(tenant_id, limit=10, offset=0, secret_name="s1")
+        reads = tx.audit.page(tenant_id, limit=10, offset=0, action="secret.read")
     assert [e.secret_name for e in page.items] == ["s0", "s1"]
     assert page.has_more
     assert page.items[0].id is not None
@@ -196,13 +272,13 @@ def test_tenant_by_id_finds_the_tenant_by_its_id_and_nothing_else(
     # the runner names a tool call's tenant by it (tools keep tenants' SQLite files apart)
     other = ensure_tenant(store, "other")
     with store.read() as tx:
-        found = tx.tenant_by_id(tenant_id)
+        found = tx.apikeys.tenant_by_id(tenant_id)
         assert found is not None
         assert (found.id, found.name) == (tenant_id, "acme")
         assert found.created_at.tzinfo is not None
-        assert tx.tenant_by_id(other.id) == other
-        assert tx.tenant_by_id(new_id()) is None
-        assert tx.tenant_by_id("acme") is None  # a name is not an id
+        assert tx.apikeys.tenant_by_id(other.id) == other
+        assert tx.apikeys.tenant_by_id(new_id()) is None
+        assert tx.apikeys.tenant_by_id("acme") is None  # a name is not an id
 
 
 def test_the_engines_system_database_sits_beside_the_store(store: Store, database_url: str) -> None:
@@ -221,29 +297,31 @@ def test_execution_status_moves_only_from_the_given_statuses(store: Store, tenan
     )
     sealed = Sealed(1, b"wrapped", b"sealed result")
     with store.write() as tx:
-        tx.insert_task(task)
-        tx.insert_execution(run)
-        tx.save_step(StepRecord(run.id, 0, "transform", "running", started_at=NOW))
-        tx.save_step(StepRecord(run.id, 0, "transform", "succeeded", "out", None, NOW, NOW, sealed))
-        assert tx.set_execution_status(run.id, "running", NOW, only_from=("queued",))
-        assert not tx.set_execution_status(run.id, "running", NOW, only_from=("queued",))
-        assert tx.step_results_under_keks([1], 10)[0].sealed == sealed
+        tx.tasks.insert(task)
+        tx.executions.insert(run)
+        tx.executions.save_step(StepRecord(run.id, 0, "transform", "running", started_at=NOW))
+        tx.executions.save_step(
+            StepRecord(run.id, 0, "transform", "succeeded", "out", None, NOW, NOW, sealed)
+        )
+        assert tx.executions.set_status(run.id, "running", NOW, only_from=("queued",))
+        assert not tx.executions.set_status(run.id, "running", NOW, only_from=("queued",))
+        assert tx.keyring.sealed_under([1], 10)[0].sealed == sealed
     with store.read() as tx:
-        [step] = tx.execution_steps(run.id)
+        [step] = tx.executions.steps(run.id)
         assert (step.status, step.output, step.sealed) == ("succeeded", "out", sealed)
-        assert tx.unfinished_execution_ids(10) == [run.id]
+        assert tx.executions.unfinished_ids(10) == [run.id]
     with store.write() as tx:
-        tx.set_execution_status(run.id, "succeeded", NOW, only_from=("running",), output="out")
-        tx.wipe_step_results(run.id)
-        tx.delete_task(task.id)
+        tx.executions.set_status(run.id, "succeeded", NOW, only_from=("running",), output="out")
+        tx.executions.wipe_step_results(run.id)
+        tx.tasks.delete(task.id)
     with store.read() as tx:
-        found = tx.execution_by_id(run.id, tenant_id)
+        found = tx.executions.by_id(run.id, tenant_id)
         assert found is not None
         assert (found.status, found.output, found.input) == ("succeeded", "out", {"q": 1})
-        assert tx.execution_steps(run.id)[0].sealed is None
-        assert tx.execution_by_id(run.id, "another tenant") is None
-        assert tx.task_by_id(tenant_id, task.id) is None
-        assert tx.unfinished_execution_ids(10) == []
+        assert tx.executions.steps(run.id)[0].sealed is None
+        assert tx.executions.by_id(run.id, "another tenant") is None
+        assert tx.tasks.by_id(tenant_id, task.id) is None
+        assert tx.executions.unfinished_ids(10) == []
 
 
 # -- listing: pages walked in an index, the sparsest filter entry driving ----------------------
@@ -255,8 +333,6 @@ MID = ("half", "yes")
 
 
 def _entry(pair: tuple[str, str]) -> bytes:
-    from strongroom.server.storage.sql import metadata_entry_hash
-
     return metadata_entry_hash(*pair)
 
 
@@ -283,7 +359,7 @@ def _populate(store: Store, tenant_id: str, count: int) -> dict[str, dict[str, s
                 metadata.update([MID])
             if i % 7 == 0:
                 metadata.update([RARE, TWIN])
-            tx.insert_secret(secret(tenant_id, name, **metadata))
+            tx.secrets.insert(secret(tenant_id, name, **metadata))
             made[name] = metadata
     return made
 
@@ -307,17 +383,17 @@ def test_every_page_of_every_filter_matches_a_scan(store: Store, tenant_id: str)
         pages = [(7, offset) for offset in range(len(expected) + 2)] + [(1, o) for o in edges]
         with store.read() as tx:
             for limit, offset in pages:
-                page = tx.list_secrets(
+                page = tx.secrets.page(
                     tenant_id, limit=limit, offset=offset, metadata_filter=wanted
                 )
                 assert [s.name for s in page.items] == expected[offset : offset + limit]
                 assert page.has_more == (offset + limit < len(expected)), (wanted, offset)
-            deep = tx.list_secrets(tenant_id, limit=5, offset=10**9, metadata_filter=wanted)
+            deep = tx.secrets.page(tenant_id, limit=5, offset=10**9, metadata_filter=wanted)
         assert deep.items == []
         assert not deep.has_more
     # The rows themselves come back whole, not just their names.
     with store.read() as tx:
-        [first] = tx.list_secrets(tenant_id, limit=1, offset=0, metadata_filter=dict([RARE])).items
+        [first] = tx.secrets.page(tenant_id, limit=1, offset=0, metadata_filter=dict([RARE])).items
     assert first.metadata == made[first.name]
     assert first.created_at == NOW
 
@@ -330,17 +406,19 @@ def test_the_sparsest_entry_drives_whatever_its_hash(store: Store, tenant_id: st
         add(store, secret(other, f"n{i:02d}", **dict([RARE, TWIN])))
     by_hash = sorted([_entry(COMMON), _entry(MID), _entry(RARE)])
     with store.read() as tx:
+        secrets = tx.secrets
+        assert isinstance(secrets, SQLSecretStorage)
         for depth in (5, 100, 10_000):
-            chosen = tx._sparsest_entry(tenant_id, by_hash, depth)  # type: ignore[attr-defined]
+            chosen = sparsest_entry(secrets.conn, tenant_id, by_hash, depth)
             assert by_hash[chosen] == _entry(RARE), depth
         # An entry no secret holds drives at once, whatever else is asked for.
         with_nowhere = sorted([*by_hash, _entry(("env", "nowhere"))])
-        chosen = tx._sparsest_entry(tenant_id, with_nowhere, 100)  # type: ignore[attr-defined]
+        chosen = sparsest_entry(secrets.conn, tenant_id, with_nowhere, 100)
         assert with_nowhere[chosen] == _entry(("env", "nowhere"))
         # Equally sparse entries: the lower hash, so the plan does not flip between calls.
         twins = sorted([_entry(COMMON), _entry(RARE), _entry(TWIN)])
         for depth in (5, 100):
-            chosen = tx._sparsest_entry(tenant_id, twins, depth)  # type: ignore[attr-defined]
+            chosen = sparsest_entry(secrets.conn, tenant_id, twins, depth)
             assert twins[chosen] == min(_entry(RARE), _entry(TWIN)), depth
 
 
@@ -358,13 +436,13 @@ def test_multi_entry_filters_stay_within_the_tenant(store: Store, tenant_id: str
     assert names(store, other, metadata_filter=both) == ["x", "y"]
     # After a rename onto another name the other tenant uses, still nothing here.
     with store.write() as tx:
-        tx.update_secret(replace(mine, name="y"))
+        tx.secrets.update(replace(mine, name="y"))
     assert names(store, tenant_id, metadata_filter=dict([COMMON])) == ["y"]
     assert names(store, tenant_id, metadata_filter=both) == []
     assert names(store, tenant_id, metadata_filter=dict([RARE, COMMON])) == []
     # The rows are this tenant's own, not the other's of the same name.
     with store.read() as tx:
         for wanted in ({}, dict([COMMON])):
-            page = tx.list_secrets(tenant_id, limit=10, offset=0, metadata_filter=wanted)
+            page = tx.secrets.page(tenant_id, limit=10, offset=0, metadata_filter=wanted)
             assert {s.tenant_id for s in page.items} == {tenant_id}
             assert page.items[-1 if wanted else 0].id == mine.id

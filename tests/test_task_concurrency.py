@@ -44,7 +44,7 @@ def server(database_url: str, tmp_path: Path, upstream: Upstream) -> Iterator[Se
 
 
 def client(server: ServerProcess, services: Services, tenant: str) -> httpx.Client:
-    key, _ = create_api_key(services.store, services.keyring, tenant)
+    key, _ = create_api_key(services.store, services.barrier, tenant)
     return httpx.Client(
         base_url=server.base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30
     )

@@ -21,10 +21,9 @@ from strongroom.server.services import Services
 from strongroom.server.tasks.limits import TaskLimits
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.service import TaskService
-from strongroom.server.tasks.tools import EgressPolicy, ToolConfig
 
 from .support import canary, find_leaks
-from .test_tasks_runner import execution, run_all, start, steps_of
+from .tasks_fixtures import execution, run_all, start, steps_of, tools_for
 from .upstream import Upstream, openai_upstream
 
 
@@ -33,15 +32,6 @@ def other() -> Iterator[Upstream]:
     """A second upstream: where a secret must not go."""
     with openai_upstream() as found:
         yield found
-
-
-def tools_for(upstream: Upstream) -> ToolConfig:
-    return ToolConfig(egress=EgressPolicy.parse("127.0.0.1"), openai_base_url=upstream.base_url)
-
-
-@pytest.fixture
-def runner(services: Services, upstream: Upstream) -> Runner:
-    return Runner(services.store, services.keyring, tools_for(upstream))
 
 
 def chat(content: str, **more: Any) -> dict[str, Any]:
@@ -126,7 +116,7 @@ def test_allowed_tools_refuses_before_the_tool_runs_and_is_audited(
     assert "'k'" in error["message"] and "openai/chat" in error["message"]
     assert upstream.seen == []
     with services.store.read() as tx:
-        uses = tx.list_audit_events(caller.tenant_id, limit=10, offset=0, action="secret.use").items
+        uses = tx.audit.page(caller.tenant_id, limit=10, offset=0, action="secret.use").items
     assert [(e.secret_name, e.outcome, e.key_id) for e in uses] == [
         ("k", "forbidden", caller.key_id)
     ]
@@ -137,7 +127,7 @@ def test_allowed_destinations_refuses_every_other_host_before_connecting(
 ) -> None:
     allowed = host_port(upstream)
     services.secrets.create(caller, "k", canary("k"), policy={"allowed_destinations": [allowed]})
-    runner = Runner(services.store, services.keyring, tools_for(upstream))
+    runner = Runner(services.store, services.barrier, tools_for(upstream))
     cases = [
         chat("hi", secret_name="k", base_url=other.base_url),  # as the credential
         chat("$ lower(secrets.k)", base_url=other.base_url),  # derived, as data
@@ -173,7 +163,7 @@ def test_a_value_returned_unmarked_cannot_be_sent_on_to_a_host_its_policy_does_n
     services.secrets.create(
         caller, "k", key, policy={"allowed_destinations": [host_port(upstream)]}
     )
-    runner = Runner(services.store, services.keyring, tools_for(upstream))
+    runner = Runner(services.store, services.barrier, tools_for(upstream))
     steps = [
         {"kind": "transform", "expression": "$ len(secrets.k)"},  # the step reads k
         chat("$ inputs['smuggled']", base_url=other.base_url),
@@ -188,7 +178,7 @@ def test_a_result_over_the_step_limit_fails_the_step_and_stores_nothing(
     services: Services, caller: Caller, upstream: Upstream
 ) -> None:
     limits = TaskLimits(max_result_bytes=10_000, max_execution_bytes=20_000)
-    runner = Runner(services.store, services.keyring, tools_for(upstream), limits=limits)
+    runner = Runner(services.store, services.barrier, tools_for(upstream), limits=limits)
     services.secrets.create(caller, "k", canary("k"))
     big = start(services, caller, [{"kind": "transform", "expression": "$ 'x' * 20000"}])
     assert run_all(runner, big) == "failed"
@@ -219,7 +209,7 @@ def test_a_secret_too_long_to_scan_for_marks_the_answer_it_authorised(
     services: Services, caller: Caller, upstream: Upstream
 ) -> None:
     limits = TaskLimits(redact_max_value_chars=64)
-    runner = Runner(services.store, services.keyring, tools_for(upstream), limits=limits)
+    runner = Runner(services.store, services.barrier, tools_for(upstream), limits=limits)
     services.secrets.create(caller, "long_key", canary("long") * 4)
     execution_id = start(services, caller, [chat("hi", secret_name="long_key")])
     assert run_all(runner, execution_id) == "succeeded"

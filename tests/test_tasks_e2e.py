@@ -102,7 +102,7 @@ def task_server(database_url: str, tmp_path: Path, upstream: Upstream) -> Iterat
 
 
 def client_of(server: ServerProcess, services: Services) -> Strongroom:
-    key, _ = create_api_key(services.store, services.keyring, "default")
+    key, _ = create_api_key(services.store, services.barrier, "default")
     return Strongroom(api_key=key, base_url=server.base_url)
 
 

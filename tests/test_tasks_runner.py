@@ -9,21 +9,18 @@ local OpenAI-compatible upstream on 127.0.0.1.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from strongroom.server.auth import Caller
 from strongroom.server.crypto import IntegrityFailure
-from strongroom.server.crypto.keyring import STEP_RESULT, step_result_context
 from strongroom.server.crypto.rotation import rotate
 from strongroom.server.services import Services
-from strongroom.server.storage.base import StepRecord
 from strongroom.server.tasks.runner import Runner
-from strongroom.server.tasks.status import SUCCEEDED
-from strongroom.server.tasks.tools import EgressPolicy, ToolConfig
+from strongroom.server.tasks.sealing import step_result_context
 
 from .support import canary, find_leaks
+from .tasks_fixtures import execution, run_all, start, steps_of
 from .upstream import Upstream, at
 
 URL_STEP = {
@@ -32,36 +29,6 @@ URL_STEP = {
     "input": "search query",
     "output": "api_url",
 }
-
-
-@pytest.fixture
-def runner(services: Services, upstream: Upstream) -> Runner:
-    tools = ToolConfig(egress=EgressPolicy.parse("127.0.0.1"), openai_base_url=upstream.base_url)
-    return Runner(services.store, services.keyring, tools)
-
-
-def start(
-    services: Services, caller: Caller, steps: list[dict[str, Any]], input: Any = None
-) -> str:
-    task, _ = services.tasks.create_task(caller, {"steps": steps})
-    return services.tasks.execute(caller, task.id, input).id
-
-
-def run_all(runner: Runner, execution_id: str) -> str:
-    """What the engine's workflow does."""
-    for index in range(runner.begin(execution_id)):
-        if runner.run_step(execution_id, index) != SUCCEEDED:
-            break
-    return runner.finish(execution_id)
-
-
-def steps_of(services: Services, execution_id: str) -> list[StepRecord]:
-    with services.store.read() as tx:
-        return tx.execution_steps(execution_id)
-
-
-def execution(services: Services, caller: Caller, execution_id: str) -> Any:
-    return services.tasks.get_execution(caller, execution_id)
 
 
 def test_the_guides_transform_is_stored_redacted(
@@ -77,9 +44,7 @@ def test_the_guides_transform_is_stored_redacted(
     assert (step.status, step.output, step.error) == ("succeeded", "[REDACTED:api_key]", None)
     assert step.sealed is None  # wiped when the execution ended
     with services.store.read() as tx:
-        reads = tx.list_audit_events(
-            caller.tenant_id, limit=10, offset=0, action="secret.read"
-        ).items
+        reads = tx.audit.page(caller.tenant_id, limit=10, offset=0, action="secret.read").items
     assert [(e.secret_name, e.outcome, e.detail) for e in reads] == [
         ("api_key", "success", f"execution {execution_id} step 0")
     ]
@@ -191,9 +156,7 @@ def test_a_tool_answer_quoting_what_it_was_sent_is_redacted_in_later_steps(
     stored = json.dumps([s.output for s in steps_of(services, execution_id)]).encode()
     assert find_leaks(key, stored) == []
     with services.store.read() as tx:
-        reads = tx.list_audit_events(
-            caller.tenant_id, limit=10, offset=0, action="secret.read"
-        ).items
+        reads = tx.audit.page(caller.tenant_id, limit=10, offset=0, action="secret.read").items
     # the later step read the secret to redact it, and that read is audited
     assert f"execution {execution_id} step 1" in {e.detail for e in reads}
 
@@ -274,7 +237,7 @@ def test_a_finished_step_is_not_run_again_after_a_crash(
     assert runner.run_step(execution_id, 0) == "succeeded"
     assert runner.run_step(execution_id, 1) == "succeeded"
     # a new process replays from the start: nothing finished runs twice
-    resumed = Runner(services.store, services.keyring, runner.tools)
+    resumed = Runner(services.store, services.barrier, runner.tools)
     assert resumed.begin(execution_id) == 3
     assert resumed.run_step(execution_id, 0) == "succeeded"
     assert resumed.run_step(execution_id, 1) == "succeeded"
@@ -298,19 +261,18 @@ def test_step_results_are_sealed_bound_to_their_row_and_wiped_at_the_end(
     assert record.sealed is not None
     assert find_leaks(key, record.sealed.ciphertext + record.sealed.wrapped_dek) == []
     context = step_result_context(caller.tenant_id, execution_id, 0)
-    opened = json.loads(services.keyring.open_blob(record.sealed, STEP_RESULT, context))
+    opened = json.loads(services.barrier.keyring.decrypt(context, record.sealed))
     # the whole value is marked, at the root of the result
     assert opened == {"value": opened["value"], "taint": [[[], ["api_key"]]]}
     assert key in opened["value"]
-    with pytest.raises(IntegrityFailure):  # moved to another index
-        services.keyring.open_blob(
-            record.sealed, STEP_RESULT, step_result_context(caller.tenant_id, execution_id, 1)
-        )
+    moved = step_result_context(caller.tenant_id, execution_id, 1)  # to another index
+    with pytest.raises(IntegrityFailure):
+        services.barrier.keyring.decrypt(moved, record.sealed)
     # a KEK rotation rewraps the running execution's results too
-    report = rotate(services.store, services.keyring)
+    report = rotate(services.store, services.barrier)
     assert report.retired_kek_ids == [1]
     with services.store.read() as tx:
-        assert tx.step_results_under_keks([1], 10) == []
+        assert tx.keyring.sealed_under([1], 10) == []
     assert runner.run_step(execution_id, 1) == "succeeded"
     assert runner.finish(execution_id) == "succeeded"
     assert all(r.sealed is None for r in steps_of(services, execution_id))

@@ -27,6 +27,7 @@ import pytest
 
 from strongroom.server.tasks.tools import (
     REGISTRY,
+    AllToolSettings,
     EgressPolicy,
     EgressRefused,
     InvalidArguments,
@@ -34,7 +35,9 @@ from strongroom.server.tasks.tools import (
     ToolContext,
     ToolError,
 )
-from strongroom.server.tasks.tools.egress import GuardedBackend
+from strongroom.server.tasks.tools.database import DatabaseSettings
+from strongroom.server.tasks.tools.openai import OpenAISettings
+from strongroom.server.tasks.tools.transport import GuardedBackend
 
 from .support import free_port
 
@@ -415,7 +418,8 @@ CHAT_ANSWER = {
 
 
 def openai_context(upstream: Upstream, **config: Any) -> ToolContext:
-    return context(openai_base_url=upstream.url("/v1"), **config)
+    settings = OpenAISettings(openai_base_url=upstream.url("/v1"))
+    return context(tool_settings=(settings,), **config)
 
 
 def test_openai_chat_sends_the_key_and_body_and_parses_the_answer(upstream: Upstream) -> None:
@@ -1035,7 +1039,8 @@ def sqlite_dir(tmp_path: Path) -> Path:
 
 
 def sqlite_context(sqlite_dir: Path, tenant: str | None = TENANT, **config: Any) -> ToolContext:
-    return ToolContext(ToolConfig(sqlite_dir=sqlite_dir, **config), tenant=tenant)
+    settings = DatabaseSettings(tool_sqlite_dir=sqlite_dir)
+    return ToolContext(ToolConfig(tool_settings=(settings,), **config), tenant=tenant)
 
 
 def lite(sqlite_dir: Path, **arguments: Any) -> Any:
@@ -1150,6 +1155,21 @@ def test_registry_names_and_unknown_calls() -> None:
         REGISTRY.call("shell", "run", {}, None, ToolContext())
     with pytest.raises(ToolError, match="no operation"):
         REGISTRY.call("http", "get", {}, None, ToolContext())
+
+
+def test_every_tool_settings_class_is_a_server_setting() -> None:
+    """A tool's settings reach the server only through ``AllToolSettings``' bases: one left
+    out would silently run with its defaults."""
+    assert REGISTRY.settings == (OpenAISettings, DatabaseSettings)
+    for kind in REGISTRY.settings:
+        assert issubclass(AllToolSettings, kind)
+
+
+def test_a_tool_without_configured_settings_gets_its_defaults() -> None:
+    config = ToolConfig(tool_settings=(DatabaseSettings(tool_sqlite_dir=Path("x")),))
+    assert config.settings(OpenAISettings).openai_base_url == "https://api.openai.com/v1"
+    assert config.settings(DatabaseSettings).tool_sqlite_dir == Path("x")
+    assert ToolConfig().settings(DatabaseSettings).tool_sqlite_dir is None
 
 
 # -- the database tool's answer is bounded as it is fetched -------------------------------------

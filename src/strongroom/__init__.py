@@ -13,11 +13,10 @@ The client needs only httpx and pydantic; the server is the ``strongroom[server]
 only its import line changed.
 """
 
-__version__ = "0.1.0"
-
 from ._async_client import AsyncStrongroom
 from ._client import Strongroom
-from ._core import NOT_GIVEN, NotGiven
+from ._types import NOT_GIVEN, NotGiven
+from ._version import __version__
 from .exceptions import (
     APIConnectionError,
     APIError,

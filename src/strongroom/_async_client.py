@@ -1,288 +1,32 @@
-"""The asyncio client, :class:`AsyncStrongroom` (every call of :class:`Strongroom`, awaited)."""
+"""The asyncio client, :class:`AsyncStrongroom` (every call of :class:`Strongroom`,
+awaited): the core's exchanges, sent with ``httpx.AsyncClient`` and paused with
+``asyncio.sleep``."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
-from . import _operations as ops
-from ._client import _now
 from ._core import (
     DEFAULT_MAX_RETRIES,
-    NOT_GIVEN,
+    BaseClient,
     ClientConfig,
-    NotGiven,
+    Done,
+    Exchange,
     Operation,
-    Timeout,
-    drive_async,
+    Pause,
     exchange,
+    proceed,
 )
-from ._pages import awalk
-from ._waiting import poll_delays
-from .exceptions import RotationCheckFailed, WaitTimeoutError
-from .models import (
-    AuditList,
-    AuditRecord,
-    DeletedSecret,
-    Execution,
-    ExecutionList,
-    ExecutionStepList,
-    Secret,
-    SecretList,
-    SecretPolicy,
-    SecretVersionList,
-    Task,
-    TaskList,
-)
+from ._types import NOT_GIVEN, NotGiven, Timeout
+from .resources import AsyncAudit, AsyncExecutions, AsyncSecrets, AsyncTasks
 
 T = TypeVar("T")
 
 
-class _Resource:
-    def __init__(self, client: AsyncStrongroom) -> None:
-        self._client = client
-
-    async def _run(self, op: Operation[T], timeout: Timeout | NotGiven) -> T:
-        return await self._client._run(op, timeout)
-
-
-class AsyncSecrets(_Resource):
-    """``client.secrets``: create, list, read, update, rotate and delete secrets."""
-
-    async def create(
-        self,
-        name: str,
-        value: str,
-        *,
-        description: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        policy: SecretPolicy | Mapping[str, Any] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> Secret:
-        """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken.
-        ``policy`` (a :class:`SecretPolicy` or a dict of its fields) restricts its use;
-        fields left out have their defaults."""
-        op = ops.create_secret(name, value, description, metadata, policy)
-        return await self._run(op, timeout)
-
-    async def list(
-        self,
-        *,
-        limit: int | None = None,
-        offset: int | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> SecretList:
-        """One page of secrets, by name; values show as ``"ENCRYPTED"``."""
-        return await self._run(ops.list_secrets(limit, offset, metadata), timeout)
-
-    async def list_all(
-        self, *, metadata: Mapping[str, Any] | None = None, page_size: int = 100
-    ) -> AsyncIterator[Secret]:
-        """Every secret (matching ``metadata``), fetching pages as the loop goes."""
-        async for item in awalk(
-            lambda offset: self.list(limit=page_size, offset=offset, metadata=metadata)
-        ):
-            yield item
-
-    async def get(
-        self, name: str, *, version: int | None = None, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> Secret:
-        """The secret with its plaintext value (of ``version``, else the newest)."""
-        return await self._run(ops.get_secret(name, version), timeout)
-
-    async def update(
-        self,
-        name: str,
-        *,
-        value: str | NotGiven = NOT_GIVEN,
-        description: str | NotGiven | None = NOT_GIVEN,
-        metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
-        new_name: str | NotGiven = NOT_GIVEN,
-        expected_version: int | None = None,
-        policy: SecretPolicy | Mapping[str, Any] | NotGiven = NOT_GIVEN,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> Secret:
-        """Change only the fields given; ``description=None`` clears it, ``new_name``
-        renames, ``expected_version`` makes it conditional, ``policy`` changes the policy
-        fields it gives (loosening needs the ``secrets:admin`` scope)."""
-        op = ops.update_secret(
-            name,
-            value=value,
-            description=description,
-            metadata=metadata,
-            new_name=new_name,
-            expected_version=expected_version,
-            policy=policy,
-        )
-        return await self._run(op, timeout)
-
-    async def upsert(
-        self,
-        name: str,
-        value: str,
-        *,
-        description: str | NotGiven | None = NOT_GIVEN,
-        metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
-        expected_version: int | None = None,
-        policy: SecretPolicy | Mapping[str, Any] | NotGiven = NOT_GIVEN,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> Secret:
-        """Create the secret or give it a new value (fields left out are kept, and so
-        are the policy fields ``policy`` leaves out)."""
-        op = ops.put_secret(name, value, description, metadata, expected_version, policy)
-        return await self._run(op, timeout)
-
-    async def delete(
-        self,
-        name: str,
-        *,
-        expected_version: int | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> DeletedSecret:
-        """Delete the secret and its history; the name is free at once."""
-        return await self._run(ops.delete_secret(name, expected_version), timeout)
-
-    async def versions(
-        self, name: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> SecretVersionList:
-        """The secret's versions, newest first (never their values)."""
-        return await self._run(ops.secret_versions(name), timeout)
-
-    async def rotate(
-        self,
-        name: str,
-        new_value: str,
-        *,
-        check: Callable[[str], object] | None = None,
-        metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
-    ) -> Secret:
-        """Replace the value once ``check(new_value)`` passes, in one conditional update.
-
-        The secret exists throughout (no delete-and-rename window), the previous value
-        stays readable as ``get(name, version=secret.version - 1)``, and a concurrent
-        change makes this raise :class:`PreconditionFailedError` instead of being lost.
-        ``check`` fails by returning a false value or raising; then nothing changes.
-        """
-        current = await self.get(name)
-        await _checked(check, new_value)
-        if isinstance(metadata, NotGiven):
-            metadata = {**current.metadata, "lastRotated": _now()}
-        return await self.update(
-            name, value=new_value, metadata=metadata, expected_version=current.version
-        )
-
-
-class AsyncTasks(_Resource):
-    """``client.tasks``: define tasks whose steps use secrets, and run them."""
-
-    async def create(
-        self,
-        task: Mapping[str, Any] | None = None,
-        *,
-        steps: Sequence[Mapping[str, Any]] | None = None,
-        name: str | None = None,
-        description: str | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> Task:
-        """Create a task from ``task={...}`` or from ``steps=[...]``."""
-        return await self._run(ops.create_task(task, steps, name, description), timeout)
-
-    async def get(self, task_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Task:
-        return await self._run(ops.get_task(task_id), timeout)
-
-    async def list(
-        self,
-        *,
-        limit: int | None = None,
-        offset: int | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> TaskList:
-        return await self._run(ops.list_tasks(limit, offset), timeout)
-
-    async def delete(
-        self, task_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> dict[str, Any]:
-        return await self._run(ops.delete_task(task_id), timeout)
-
-    async def execute(
-        self, task_id: str, input: Any = None, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> Execution:
-        """Start an execution (status ``queued``); ``executions.wait`` follows it."""
-        return await self._run(ops.execute_task(task_id, input), timeout)
-
-
-class AsyncExecutions(_Resource):
-    """``client.executions``: follow, inspect and cancel task runs."""
-
-    async def get(self, execution_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Execution:
-        return await self._run(ops.get_execution(execution_id), timeout)
-
-    async def list(
-        self,
-        *,
-        task_id: str | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> ExecutionList:
-        return await self._run(ops.list_executions(task_id, limit, offset), timeout)
-
-    async def steps(
-        self, execution_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> ExecutionStepList:
-        return await self._run(ops.execution_steps(execution_id), timeout)
-
-    async def cancel(
-        self, execution_id: str, *, timeout: Timeout | NotGiven = NOT_GIVEN
-    ) -> Execution:
-        return await self._run(ops.cancel_execution(execution_id), timeout)
-
-    async def wait(self, execution_id: str, *, timeout: float = 300.0) -> Execution:
-        """Poll until the execution succeeds, fails or is cancelled (at most ``timeout`` s)."""
-        deadline = time.monotonic() + timeout
-        for delay in poll_delays():
-            execution = await self.get(execution_id)
-            if execution.done:
-                return execution
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeoutError(
-                    f"execution {execution_id} is still {execution.status} after {timeout} s"
-                )
-            await asyncio.sleep(min(delay, remaining))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-
-class AsyncAudit(_Resource):
-    """``client.audit``: the tenant's audit trail (needs the ``audit:read`` scope)."""
-
-    async def list(
-        self,
-        *,
-        limit: int | None = None,
-        offset: int | None = None,
-        secret: str | None = None,
-        action: str | None = None,
-        timeout: Timeout | NotGiven = NOT_GIVEN,
-    ) -> AuditList:
-        return await self._run(ops.list_audit(limit, offset, secret, action), timeout)
-
-    async def list_all(
-        self, *, secret: str | None = None, action: str | None = None, page_size: int = 100
-    ) -> AsyncIterator[AuditRecord]:
-        async for item in awalk(
-            lambda offset: self.list(limit=page_size, offset=offset, secret=secret, action=action)
-        ):
-            yield item
-
-
-class AsyncStrongroom:
+class AsyncStrongroom(BaseClient[httpx.AsyncClient]):
     """An asyncio client of a strongroom server; see :class:`strongroom.Strongroom`.
 
     ``api_key`` defaults to ``STRONGROOM_API_KEY`` and ``base_url`` to
@@ -300,20 +44,15 @@ class AsyncStrongroom:
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        self._config = ClientConfig.resolve(api_key, base_url, timeout, max_retries)
-        self._owns_http = http_client is None
-        self._http = self._config.configure(http_client or httpx.AsyncClient())
+        config = ClientConfig.resolve(api_key, base_url, timeout, max_retries)
+        super().__init__(config, http_client, httpx.AsyncClient)
         self.secrets = AsyncSecrets(self)
         self.tasks = AsyncTasks(self)
         self.executions = AsyncExecutions(self)
         self.audit = AsyncAudit(self)
 
-    @property
-    def base_url(self) -> str:
-        return self._config.base_url
-
-    async def _run(self, op: Operation[T], timeout: Timeout | NotGiven) -> T:
-        return await drive_async(self._http, exchange(self._http, self._config, op, timeout))
+    async def _run(self, op: Operation[T]) -> T:
+        return await drive(self._http, exchange(self._http, self._config, op))
 
     async def close(self) -> None:
         """Close the connections (only those of an ``http_client`` this client made)."""
@@ -326,21 +65,19 @@ class AsyncStrongroom:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return f"AsyncStrongroom(base_url={self.base_url!r})"
 
-
-async def _checked(check: Callable[[str], object] | None, value: str) -> None:
-    """Like the blocking client's, and ``check`` may also be a coroutine function."""
-    if check is None:
-        return
-    try:
-        passed = check(value)
-        if inspect.isawaitable(passed):
-            passed = await passed
-    except Exception as exc:
-        raise RotationCheckFailed(
-            f"the new value failed its check ({type(exc).__name__}); nothing was changed"
-        ) from exc
-    if not passed:
-        raise RotationCheckFailed("the new value failed its check; nothing was changed")
+async def drive(client: httpx.AsyncClient, steps: Exchange[T]) -> T:
+    """Run an exchange with asyncio I/O."""
+    step = proceed(steps, None)
+    while not isinstance(step, Done):
+        if isinstance(step, Pause):
+            await asyncio.sleep(step.seconds)
+            step = proceed(steps, None)
+            continue
+        try:
+            response = await client.send(step.request)  # reads the body and closes
+        except httpx.TransportError as exc:
+            step = proceed(steps, exc)  # in the except: the client's error keeps it as context
+        else:
+            step = proceed(steps, response)
+    return step.value

@@ -4,7 +4,8 @@ Everything that decides (what request to send, what an answer means, whether and
 to retry) lives here, in one generator per call: it yields a request or a pause and is
 sent back the response or the transport error. The two clients only drive it, one with
 ``httpx.Client`` and ``time.sleep``, the other with ``httpx.AsyncClient`` and
-``asyncio.sleep``, so their behaviour cannot drift apart.
+``asyncio.sleep``, so their behaviour cannot drift apart. What a call sends comes from
+its request builder, in ``resources/``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from . import __version__
+from ._types import NOT_GIVEN, NotGiven, Timeout
+from ._version import __version__
 from .exceptions import (
     STATUS_ERRORS,
     APIConnectionError,
@@ -46,21 +48,6 @@ MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 
 
-class NotGiven:
-    """Marks an argument left out, where ``None`` means something (e.g. clear it)."""
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __repr__(self) -> str:
-        return "NOT_GIVEN"
-
-
-NOT_GIVEN: Any = NotGiven()
-
-Timeout = float | httpx.Timeout | None
-
-
 @dataclass(frozen=True)
 class Operation(Generic[T]):
     """One API call, before any I/O: the request to make and how to read its answer."""
@@ -75,6 +62,8 @@ class Operation(Generic[T]):
     idempotent: bool = False
     not_found: type[NotFoundError] = NotFoundError
     conflict: type[ConflictError] = ConflictError
+    # This call's own timeout, instead of the client's.
+    timeout: Timeout | NotGiven = NOT_GIVEN
 
 
 @dataclass(frozen=True)
@@ -126,6 +115,25 @@ class ClientConfig:
         return f"ClientConfig(base_url={self.base_url!r}, timeout={self.timeout!r})"
 
 
+class BaseClient(Generic[H]):
+    """What both clients hold: their settings and the httpx client they send with."""
+
+    def __init__(
+        self, config: ClientConfig, http_client: H | None, new_http: Callable[[], H]
+    ) -> None:
+        self._config = config
+        # Only an httpx client it made is this client's to close.
+        self._owns_http = http_client is None
+        self._http: H = config.configure(new_http() if http_client is None else http_client)
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+
 @dataclass(frozen=True)
 class Send:
     request: httpx.Request
@@ -136,16 +144,21 @@ class Pause:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    value: T
+
+
 Step = Send | Pause
 Exchange = Generator[Step, Any, T]
+# What a driver sends back into an exchange: the answer, the transport error, or None.
+Outcome = httpx.Response | httpx.TransportError | None
 
 
-def build_request(
-    client: httpx.Client | httpx.AsyncClient, op: Operation[Any], timeout: Timeout | NotGiven
-) -> httpx.Request:
+def build_request(client: httpx.Client | httpx.AsyncClient, op: Operation[Any]) -> httpx.Request:
     extensions = {}
-    if not isinstance(timeout, NotGiven):
-        extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+    if not isinstance(op.timeout, NotGiven):
+        extensions = {"timeout": httpx.Timeout(op.timeout).as_dict()}
     return client.build_request(
         op.method,
         op.path,
@@ -157,10 +170,7 @@ def build_request(
 
 
 def exchange(
-    client: httpx.Client | httpx.AsyncClient,
-    config: ClientConfig,
-    op: Operation[T],
-    timeout: Timeout | NotGiven = NOT_GIVEN,
+    client: httpx.Client | httpx.AsyncClient, config: ClientConfig, op: Operation[T]
 ) -> Exchange[T]:
     """Send ``op``, retrying what is safe to retry, and return its parsed answer.
 
@@ -169,7 +179,7 @@ def exchange(
     """
     attempt = 0
     while True:
-        request = build_request(client, op, timeout)
+        request = build_request(client, op)
         try:
             response: httpx.Response = yield Send(request)
         except httpx.TimeoutException as exc:
@@ -278,43 +288,12 @@ def error_from_response(op: Operation[Any], response: httpx.Response) -> APIErro
     return error
 
 
-def drive_sync(client: httpx.Client, steps: Exchange[T]) -> T:
-    """Run an exchange with blocking I/O."""
-    step = next(steps)
-    while True:
-        try:
-            if isinstance(step, Pause):
-                time.sleep(step.seconds)
-                step = steps.send(None)
-                continue
-            try:
-                response = client.send(step.request)  # reads the body and closes
-            except httpx.TransportError as exc:
-                step = steps.throw(exc)
-            else:
-                step = steps.send(response)
-        except StopIteration as done:
-            result: T = done.value
-            return result
-
-
-async def drive_async(client: httpx.AsyncClient, steps: Exchange[T]) -> T:
-    """Run an exchange with asyncio I/O."""
-    import asyncio
-
-    step = next(steps)
-    while True:
-        try:
-            if isinstance(step, Pause):
-                await asyncio.sleep(step.seconds)
-                step = steps.send(None)
-                continue
-            try:
-                response = await client.send(step.request)  # reads the body and closes
-            except httpx.TransportError as exc:
-                step = steps.throw(exc)
-            else:
-                step = steps.send(response)
-        except StopIteration as done:
-            result: T = done.value
-            return result
+def proceed(steps: Exchange[T], outcome: Outcome) -> Step | Done[T]:
+    """The exchange's next step once ``outcome`` is known, or its result: the one move
+    of the drivers (``_client.drive``, ``_async_client.drive``), which differ in I/O."""
+    try:
+        if isinstance(outcome, httpx.TransportError):
+            return steps.throw(outcome)
+        return steps.send(outcome)
+    except StopIteration as done:
+        return Done(done.value)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ._models import Model
+from ._pages import ItemList, Page
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
 
 
 class SecretPolicy(Model):
@@ -52,11 +51,8 @@ class Secret(Model):
     policy: SecretPolicy = Field(default_factory=SecretPolicy)
 
 
-class SecretList(Model):
-    items: list[Secret]
-    limit: int
-    offset: int
-    has_more: bool
+class SecretList(Page[Secret]):
+    """A page of secrets, by name; each value shows as ``"ENCRYPTED"``."""
 
 
 class DeletedSecret(Model):
@@ -71,8 +67,8 @@ class SecretVersion(Model):
     created_by: str | None = None
 
 
-class SecretVersionList(Model):
-    items: list[SecretVersion]
+class SecretVersionList(ItemList[SecretVersion]):
+    """A secret's versions, newest first."""
 
 
 class AuditRecord(Model):
@@ -88,11 +84,8 @@ class AuditRecord(Model):
     detail: str | None = None
 
 
-class AuditList(Model):
-    items: list[AuditRecord]
-    limit: int
-    offset: int
-    has_more: bool
+class AuditList(Page[AuditRecord]):
+    """A page of the audit trail, newest first."""
 
 
 class Task(Model):
@@ -104,8 +97,7 @@ class Task(Model):
     updated_at: dt.datetime
 
 
-class TaskList(Model):
-    items: list[Task]
+class TaskList(Page[Task]):
     limit: int = 100
     offset: int = 0
     has_more: bool = False
@@ -126,8 +118,7 @@ class Execution(Model):
         return self.status in TERMINAL_STATUSES
 
 
-class ExecutionList(Model):
-    items: list[Execution]
+class ExecutionList(Page[Execution]):
     limit: int = 100
     offset: int = 0
     has_more: bool = False
@@ -143,8 +134,8 @@ class ExecutionStep(Model):
     finished_at: dt.datetime | None = None
 
 
-class ExecutionStepList(Model):
-    items: list[ExecutionStep]
+class ExecutionStepList(ItemList[ExecutionStep]):
+    """An execution's steps, in order."""
 
 
 __all__ = [

@@ -8,9 +8,9 @@
  * underscore, reaches the caller exactly as it was stored. So the conversion is shallow on
  * purpose, and never generic-recursive.
  *
- * Requests go the other way without a generic converter: each operation spells out its
- * wire body (see `operations.ts`), so a camelCase parameter can only reach the server
- * under its contract name.
+ * Requests go the other way without a generic converter: each call's request builder
+ * (in `resources/`) spells out its wire body, so a camelCase parameter can only reach the
+ * server under its contract name.
  */
 
 /** `created_at` -> `createdAt`. */

@@ -1,7 +1,7 @@
 // What each call sends and how its answer reads: the same method, path and body as the
-// Python SDK's _operations.py; camelCase for the API's own fields and nothing else (a
-// secret's metadata, a task's steps, an execution's input and output are the user's data
-// and pass through untouched, in both directions).
+// Python SDK's request builders (strongroom/resources/); camelCase for the API's own
+// fields and nothing else (a secret's metadata, a task's steps, an execution's input and
+// output are the user's data and pass through untouched, in both directions).
 
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";

@@ -110,7 +110,7 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
     if dev:
         from ..server.apikeys import bootstrap_key
 
-        key = bootstrap_key(services.store, services.keyring)
+        key = bootstrap_key(services.store, services.barrier)
         if key is not None:
             out.print(
                 "\n[bold]Bootstrap API key for tenant 'default'[/] (shown once, every scope):\n"
@@ -141,8 +141,8 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
         services.close()
 
 
-def keyring_services_or_fail(settings: Settings, command: str) -> Services:
-    """The services, for a command that needs the unsealed keyring although it serves
+def unsealed_services_or_fail(settings: Settings, command: str) -> Services:
+    """The services, for a command that needs the unsealed barrier although it serves
     nothing (``keys create``: keys are stored as HMACs under a key the master key wraps),
     with the reason said when no master key is configured."""
     if settings.master_key is None and settings.master_key_file is None:
@@ -246,10 +246,10 @@ def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: 
         check_name(tenant)
     except ValueError as exc:
         fail(f"--tenant: {exc}", code=2)
-    services = keyring_services_or_fail(load_settings(), "keys create")
+    services = unsealed_services_or_fail(load_settings(), "keys create")
     try:
         key, record = create_api_key(
-            services.store, services.keyring, tenant, name=label, scopes=scopes
+            services.store, services.barrier, tenant, name=label, scopes=scopes
         )
     except ValueError as exc:
         fail(str(exc), code=2)
@@ -364,7 +364,7 @@ def master_key_rotate(batch_size: int) -> None:
     try:
         report = rotate(
             services.store,
-            services.keyring,
+            services.barrier,
             batch_size=batch_size,
             on_batch=lambda n: err.print(f"rewrapped {n} data keys", highlight=False),
         )
@@ -385,8 +385,8 @@ def master_key_status(as_json: bool) -> None:
     services = open_services_or_fail(load_settings())
     try:
         with services.store.read() as tx:
-            entries = tx.keyring_entries()
-            counts = tx.count_versions_by_kek()
+            entries = tx.keyring.entries()
+            counts = tx.secrets.count_versions_by_kek()
     finally:
         services.store.close()
     rows: list[dict[str, Any]] = [

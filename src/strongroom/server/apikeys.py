@@ -6,9 +6,9 @@ The checksum (CRC32 of the random part) lets the server tell a mistyped key from
 unknown or revoked one without a database look-up. Keys are 190 bits of randomness, so a
 fast hash is enough (as GitHub does); but a plain hash is one anybody can compute, so
 anybody able to insert a row could mint a key. What is stored is therefore
-``HMAC-SHA-256(k, SHA-256(key))``, with ``k`` a random key only the unsealed keyring
-holds (``Keyring.hash_api_key``): a row whose hash was computed without ``k`` authorises
-nothing. Issuing therefore needs the unsealed keyring; listing and revoking need only
+``HMAC-SHA-256(k, SHA-256(key))``, with ``k`` a random key only the unsealed barrier
+holds (``Barrier.hash_api_key``): a row whose hash was computed without ``k`` authorises
+nothing. Issuing therefore needs the unsealed barrier; listing and revoking need only
 the database.
 """
 
@@ -21,9 +21,9 @@ import zlib
 from collections.abc import Sequence
 
 from .auth import Scope, scope_problem
-from .crypto import Keyring
+from .crypto import Barrier
 from .ids import new_id
-from .storage.base import ApiKeyRecord, Store, Tenant, Transaction
+from .storage import ApiKeyRecord, Store, Tenant, Transaction
 
 PREFIX = "sr_"
 RANDOM_CHARS = 32
@@ -67,10 +67,10 @@ def key_hint(key: str) -> str:
 
 
 def _tenant(tx: Transaction, name: str) -> Tenant:
-    tenant = tx.tenant_by_name(name)
+    tenant = tx.apikeys.tenant_by_name(name)
     if tenant is None:
         tenant = Tenant(new_id(), name, dt.datetime.now(dt.UTC))
-        tx.insert_tenant(tenant)
+        tx.apikeys.insert_tenant(tenant)
     return tenant
 
 
@@ -81,7 +81,7 @@ def ensure_tenant(store: Store, name: str) -> Tenant:
 
 
 def _issue(
-    tx: Transaction, keyring: Keyring, tenant_name: str, name: str | None, scopes: Sequence[str]
+    tx: Transaction, barrier: Barrier, tenant_name: str, name: str | None, scopes: Sequence[str]
 ) -> tuple[str, ApiKeyRecord]:
     tenant = _tenant(tx, tenant_name)
     key = generate_api_key()
@@ -90,19 +90,19 @@ def _issue(
         tenant_id=tenant.id,
         tenant_name=tenant.name,
         name=name,
-        key_hash=keyring.hash_api_key(key),
+        key_hash=barrier.hash_api_key(key),
         hint=key_hint(key),
         scopes=tuple(dict.fromkeys(scopes)) or (Scope.ALL.value,),
         created_at=dt.datetime.now(dt.UTC),
         revoked_at=None,
     )
-    tx.insert_api_key(record)
+    tx.apikeys.insert(record)
     return key, record
 
 
 def create_api_key(
     store: Store,
-    keyring: Keyring,
+    barrier: Barrier,
     tenant_name: str,
     *,
     name: str | None = None,
@@ -117,26 +117,26 @@ def create_api_key(
         if problem:
             raise ValueError(problem)
     with store.write() as tx:
-        return _issue(tx, keyring, tenant_name, name, scopes)
+        return _issue(tx, barrier, tenant_name, name, scopes)
 
 
 def list_api_keys(store: Store, tenant_name: str | None = None) -> list[ApiKeyRecord]:
     with store.read() as tx:
         if tenant_name is None:
-            return tx.list_api_keys()
-        tenant = tx.tenant_by_name(tenant_name)
-        return tx.list_api_keys(tenant.id) if tenant else []
+            return tx.apikeys.list_keys()
+        tenant = tx.apikeys.tenant_by_name(tenant_name)
+        return tx.apikeys.list_keys(tenant.id) if tenant else []
 
 
 def revoke_api_key(store: Store, key_id: str) -> bool:
     with store.write() as tx:
-        return tx.revoke_api_key(key_id, dt.datetime.now(dt.UTC))
+        return tx.apikeys.revoke(key_id, dt.datetime.now(dt.UTC))
 
 
-def bootstrap_key(store: Store, keyring: Keyring, tenant_name: str = "default") -> str | None:
+def bootstrap_key(store: Store, barrier: Barrier, tenant_name: str = "default") -> str | None:
     """On a database with no API key at all, issue one with every scope."""
     with store.write() as tx:
-        if tx.count_api_keys():
+        if tx.apikeys.count():
             return None
-        key, _ = _issue(tx, keyring, tenant_name, "bootstrap", ())
+        key, _ = _issue(tx, barrier, tenant_name, "bootstrap", ())
         return key

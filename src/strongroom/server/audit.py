@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .auth import Caller, Scope, require
-from .storage.base import AuditEvent, Page, Store
+from .storage import AuditEvent, Page, Store
 from .trail import Action
 
 
@@ -23,7 +23,7 @@ class AuditService:
         """The caller's tenant's audit trail, newest first (needs ``audit:read``)."""
         require(self.store, caller, Scope.AUDIT_READ, Action.AUDIT_READ)
         with self.store.read() as tx:
-            return tx.list_audit_events(
+            return tx.audit.page(
                 caller.tenant_id,
                 limit=limit,
                 offset=offset,

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from . import trail
 from .errors import Forbidden
-from .storage.base import Store
+from .storage import Store
 from .trail import Action, Actor
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from . import trail
 from .auth import Caller, Scope, require
-from .crypto import IntegrityFailure, Keyring
+from .crypto import Keyring
 from .errors import (
     Conflict,
     Detail,
@@ -34,7 +34,16 @@ from .errors import (
 )
 from .ids import new_id
 from .policy import DEFAULT_POLICY, PolicyError, SecretPolicy
-from .storage.base import NameTaken, Page, SecretRecord, Store, Transaction, VersionRecord
+from .secret_values import Purpose, Refusal, reveal, value_context
+from .storage import (
+    NameTaken,
+    Page,
+    SecretRecord,
+    Store,
+    StoredVersion,
+    Transaction,
+    VersionRecord,
+)
 from .trail import Action
 
 log = logging.getLogger("strongroom.secrets")
@@ -137,9 +146,9 @@ class _Target:
 
     def find(self, tx: Transaction, tenant_id: str) -> SecretRecord | None:
         if self.id is not None:
-            return tx.secret_by_id(tenant_id, self.id, for_update=True)
+            return tx.secrets.by_id(tenant_id, self.id, for_update=True)
         assert self.name is not None
-        return tx.secret_by_name(tenant_id, self.name, for_update=True)
+        return tx.secrets.by_name(tenant_id, self.name, for_update=True)
 
     def not_found(self) -> NotFound:
         if self.id is not None:
@@ -229,8 +238,10 @@ class SecretService:
     def _seal_version(
         self, tx: Transaction, caller: Caller, secret: SecretRecord, value: str, at: dt.datetime
     ) -> None:
-        stored = self.keyring.seal(tx, secret.tenant_id, secret.id, secret.version, value)
-        tx.insert_version(stored, at, caller.key_id)
+        context = value_context(secret.tenant_id, secret.id, secret.version)
+        sealed = self.keyring.encrypt(context, value.encode(), tx.keyring.active_kek_id())
+        stored = StoredVersion(secret.tenant_id, secret.id, secret.version, sealed)
+        tx.secrets.insert_version(stored, at, caller.key_id)
 
     # -- calls ----------------------------------------------------------------------------
     def create(
@@ -262,7 +273,7 @@ class SecretService:
             )
             try:
                 with self.store.write() as tx:
-                    tx.insert_secret(secret)
+                    tx.secrets.insert(secret)
                     self._seal_version(tx, caller, secret, value, now)
                     self._succeeded(tx, caller, Action.CREATE, secret)
             except NameTaken:
@@ -273,50 +284,23 @@ class SecretService:
 
     def get(self, caller: Caller, name: str, version: int | None = None) -> RevealedSecret:
         require(self.store, caller, Scope.SECRETS_READ, Action.READ, secret_name=name)
-        failure: ServiceError | None = None
-        revealed: RevealedSecret | None = None
         with self.store.write() as tx:
-            secret = tx.secret_by_name(caller.tenant_id, name)
-            wanted = version if version is not None else (secret.version if secret else 0)
-            stored = tx.version(secret.id, wanted) if secret else None
-            if secret is None:
-                failure = _not_found(name)
-            elif not secret.policy.readable:
-                failure = use_only(name)  # before any version is looked at, or opened
-            elif stored is None:
-                failure = NotFound(f"secret {name!r} has no version {wanted}")
-            else:
-                try:
-                    value = self.keyring.open(
-                        stored, secret_tenant_id=secret.tenant_id, caller_tenant_id=caller.tenant_id
-                    )
-                    revealed = RevealedSecret(secret, wanted, value)
-                except IntegrityFailure:
-                    log.error(
-                        "stored ciphertext failed authentication",
-                        extra={"secret_id": secret.id, "version": wanted},
-                    )
-                    failure = InternalError(
-                        f"the stored ciphertext of secret {name!r} version {wanted} failed "
-                        "authentication: the database row was altered or copied from "
-                        "elsewhere, so the value cannot be trusted and is not returned"
-                    )
-            # The read is recorded in the transaction that read it: no record, no value.
-            trail.record(
-                tx,
-                trail.event(
-                    caller.actor,
-                    Action.READ,
-                    failure.code if failure else "success",
-                    secret_name=name,
-                    secret_id=secret.id if secret else None,
-                    detail=f"version {wanted}" if secret else None,
-                ),
+            found = reveal(
+                tx, self.keyring, caller.actor, name, purpose=Purpose.READ, version=version
             )
-        if failure is not None:
-            raise failure
-        assert revealed is not None
-        return revealed
+        if found.refusal is Refusal.MISSING:
+            raise _not_found(name)
+        if found.refusal is Refusal.USE_ONLY:
+            raise use_only(name)
+        if found.refusal is Refusal.NO_VERSION:
+            raise NotFound(f"secret {name!r} has no version {found.version}")
+        if found.refusal is Refusal.DAMAGED or found.secret is None or found.value is None:
+            raise InternalError(
+                f"the stored ciphertext of secret {name!r} version {found.version} failed "
+                "authentication: the database row was altered or copied from "
+                "elsewhere, so the value cannot be trusted and is not returned"
+            )
+        return RevealedSecret(found.secret, found.version, found.value)
 
     def list_secrets(
         self,
@@ -328,7 +312,7 @@ class SecretService:
     ) -> Page[SecretRecord]:
         require(self.store, caller, Scope.SECRETS_READ, Action.LIST)
         with self.store.read() as tx:
-            return tx.list_secrets(
+            return tx.secrets.page(
                 caller.tenant_id, limit=limit, offset=offset, metadata_filter=metadata_filter
             )
 
@@ -336,19 +320,19 @@ class SecretService:
         """The tenant's secrets, most recently created first (the Julep surface's order)."""
         require(self.store, caller, Scope.SECRETS_READ, Action.LIST)
         with self.store.read() as tx:
-            return tx.list_secrets_newest_first(caller.tenant_id, limit=limit, offset=offset)
+            return tx.secrets.page_newest_first(caller.tenant_id, limit=limit, offset=offset)
 
     def versions(self, caller: Caller, name: str) -> list[VersionRecord]:
         require(self.store, caller, Scope.SECRETS_READ, Action.VERSIONS, secret_name=name)
 
         def work() -> list[VersionRecord]:
             with self.store.read() as tx:
-                secret = tx.secret_by_name(caller.tenant_id, name)
+                secret = tx.secrets.by_name(caller.tenant_id, name)
                 if secret is None:
                     raise _not_found(name)
                 if not secret.policy.readable:
                     raise use_only(name)
-                return tx.list_versions(secret.id)
+                return tx.secrets.list_versions(secret.id)
 
         return self._audited(caller, Action.VERSIONS, name, work)
 
@@ -470,7 +454,7 @@ class SecretService:
                         # was); the call is still recorded, as every write call is.
                         self._succeeded(tx, caller, Action.UPDATE, current, "no change")
                         return current
-                    tx.update_secret(changed)
+                    tx.secrets.update(changed)
                     if value is not None:
                         self._seal_version(tx, caller, changed, value, now)
                     if changed.name != name:
@@ -508,7 +492,7 @@ class SecretService:
         check_value(value, self.max_value_bytes)
         require(self.store, caller, Scope.SECRETS_WRITE, Action.UPDATE, secret_name=name)
         with self.store.read() as tx:
-            exists = tx.secret_by_name(caller.tenant_id, name) is not None
+            exists = tx.secrets.by_name(caller.tenant_id, name) is not None
         if not exists and expected_version is None:
             try:
                 created = self.create(
@@ -566,7 +550,7 @@ class SecretService:
                 if target.id is not None:
                     attempt.secret_name = secret.name
                 _check_version(secret, expected_version)
-                tx.delete_secret(secret.id)
+                tx.secrets.delete(secret.id)
                 self._succeeded(tx, caller, Action.DELETE, secret)
             return DeletedSecret(secret.id, secret.name, now)
 

@@ -1,6 +1,6 @@
 """Assembly: the services one server (or worker, or CLI command) runs on, built in one place.
 
-``open_services`` opens and migrates the database, unseals the keyring and builds every
+``open_services`` opens and migrates the database, unseals the barrier and builds every
 service on it; the HTTP layer (``app.py``) and the commands only use what it returns.
 This process's execution engine is part of it but does not run until it is started: by
 the app's lifespan (``strongroom serve``) or by ``strongroom worker``. Until then an
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .audit import AuditService
-from .crypto import Keyring, load_master_key
+from .crypto import Barrier, load_master_key
 from .crypto.masterkey import key_file_is_private
 from .secrets import SecretService
 from .settings import Settings
@@ -24,7 +24,7 @@ from .storage import Store, open_store
 from .tasks.limits import TaskLimits
 from .tasks.runner import Runner
 from .tasks.service import TaskService
-from .tasks.tools import EgressPolicy, Protected, ToolConfig
+from .tasks.tools import REGISTRY, ToolConfig
 
 if TYPE_CHECKING:
     from .tasks.engine import DurableEngine
@@ -83,7 +83,7 @@ class Services:
 
     settings: Settings
     store: Store
-    keyring: Keyring
+    barrier: Barrier
     secrets: SecretService
     tasks: TaskService
     audit: AuditService
@@ -96,7 +96,7 @@ class Services:
 
 
 def open_services(settings: Settings, *, master_key: bytes | None = None) -> Services:
-    """Open the database, apply migrations, unseal the keyring, and build the services.
+    """Open the database, apply migrations, unseal the barrier, and build the services.
 
     Raises :class:`~strongroom.server.crypto.MasterKeyError` or
     :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served.
@@ -106,20 +106,20 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
     store: Store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         store.migrate()
-        keyring = Keyring(master_key, store)
-        keyring.unseal()
+        barrier = Barrier(master_key, store)
+        keyring = barrier.unseal()
     except BaseException:
         store.close()
         raise
     limits = task_limits(settings)
     engine = EngineHost(
-        lambda: Runner(store, keyring, tool_config(settings), limits=limits),
+        lambda: Runner(store, barrier, tool_config(settings), limits=limits),
         settings.executor_id,
     )
     return Services(
         settings=settings,
         store=store,
-        keyring=keyring,
+        barrier=barrier,
         secrets=SecretService(store, keyring, max_value_bytes=settings.max_value_bytes),
         tasks=TaskService(store, engine, limits=limits),
         audit=AuditService(store),
@@ -158,30 +158,6 @@ def task_limits(settings: Settings) -> TaskLimits:
 
 
 def tool_config(settings: Settings) -> ToolConfig:
-    """What task tools may reach and where, from the server settings.
-
-    ``protected`` is the server's own database (its PostgreSQL host and port, by name and
-    by every address; or SQLite's data directory) and its master key file: refused to every
-    tool whatever ``STRONGROOM_EGRESS_ALLOW`` says, since a task that reached them would
-    read every tenant's rows and could write itself API keys. ``ValueError`` (a refusal to
-    start) for a bad allow-list, a database host that does not resolve, or a tool SQLite
-    directory that is, contains or is inside the data directory: such a directory would
-    hand the server's own files to tasks, and is a mistake to say at once.
-    """
-    protected = Protected.of_server(settings.database_url, [settings.master_key_file])
-    sqlite_dir = settings.tool_sqlite_dir
-    if sqlite_dir is not None:
-        clash = protected.overlaps(sqlite_dir)
-        if clash is not None:
-            raise ValueError(
-                f"STRONGROOM_TOOL_SQLITE_DIR ({sqlite_dir}) must be apart from strongroom's own "
-                f"files ({clash}): it is, contains or is inside them, so tasks could open the "
-                "server's database; give task SQLite files a directory of their own"
-            )
-    return ToolConfig(
-        egress=EgressPolicy.parse(settings.egress_allow),
-        openai_base_url=settings.openai_base_url,
-        sqlite_dir=sqlite_dir,
-        protected=protected,
-        max_response_bytes=settings.task_max_result_bytes,
-    )
+    """What task tools may reach and where (``ValueError``: refuse to start); see
+    :meth:`~.tasks.tools.registry.Registry.config`."""
+    return REGISTRY.config(settings)

@@ -1,6 +1,7 @@
 """Server settings, read from ``STRONGROOM_*`` environment variables.
 
-Every field here must be documented in the README's settings table; a test checks it.
+Every field here must be documented in the README's settings table; a test checks it. The
+task tools' settings are declared by each tool (``tasks/tools/registry.py``) and inherited.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .tasks.tools.registry import AllToolSettings
+
 DEV_MASTER_KEY_FILE = Path("data/master.key")
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, AllToolSettings):
     model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore")
 
     database_url: str = Field(
@@ -46,15 +49,6 @@ class Settings(BaseSettings):
         description="proxies whose X-Forwarded-For names the client (comma-separated IPs or *)",
     )
     # -- tasks ------------------------------------------------------------------------------
-    egress_allow: str = Field(
-        "", description="hosts, IPs and CIDRs task tools may reach beyond the public internet"
-    )
-    openai_base_url: str = Field(
-        "https://api.openai.com/v1", description="where openai/chat steps send requests"
-    )
-    tool_sqlite_dir: Path | None = Field(
-        None, description="directory database/query steps may open SQLite files in (off if unset)"
-    )
     task_max_steps: int = Field(100, ge=1, le=10_000, description="steps in one task")
     task_max_result_bytes: int = Field(
         1024 * 1024,

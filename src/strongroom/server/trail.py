@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from .storage.base import AuditEvent, Store, Transaction
+from .storage import AuditEvent, Store, Transaction
 
 log = logging.getLogger("strongroom.audit")
 
@@ -45,6 +45,11 @@ class Actor:
     request_id: str | None = None
     client_addr: str | None = None
 
+    @classmethod
+    def on_behalf(cls, tenant_id: str, key_id: str | None) -> Actor:
+        """A task execution of ``tenant_id``, acting for the key that started it."""
+        return cls(tenant_id, key_id)
+
 
 def event(
     actor: Actor,
@@ -71,7 +76,7 @@ def event(
 
 def record(tx: Transaction, audit_event: AuditEvent) -> None:
     """Record inside the caller's transaction: the event commits with the change."""
-    tx.insert_audit_event(audit_event)
+    tx.audit.insert(audit_event)
     # The database holds the trail; the log copy is for debugging only. At INFO every
     # request would write two log lines instead of one.
     log.debug(

@@ -1,5 +1,12 @@
+/**
+ * `client.executions`: follow, inspect and cancel task runs.
+ *
+ * The request builders, one per call, then the {@link Executions} resource that sends
+ * them, as in the Python SDK's `resources/executions.py`.
+ */
+
 import { WaitTimeoutError } from "../errors.js";
-import * as ops from "../operations.js";
+import type { Operation } from "../operation.js";
 import { pause } from "../retry.js";
 import type { Transport } from "../transport.js";
 import type {
@@ -11,6 +18,7 @@ import type {
   RequestOptions,
   WaitOptions,
 } from "../types.js";
+import { fromWire, listFromWire, queryString, segment } from "../wire.js";
 import { refOf } from "./refs.js";
 
 /** An execution by id: the id itself, or `{ executionId }`. */
@@ -28,6 +36,47 @@ export function* pollDelays(first = 100, factor = 1.5, cap = 2_000): Generator<n
   }
 }
 
+function getExecution(executionId: string): Operation<Execution> {
+  return {
+    method: "GET",
+    path: `/v1/executions/${segment(executionId)}`,
+    idempotent: true,
+    parse: fromWire<Execution>,
+  };
+}
+
+function listExecutions(
+  taskId: string | undefined,
+  limit: number | undefined,
+  offset: number | undefined,
+): Operation<ExecutionList> {
+  return {
+    method: "GET",
+    path: "/v1/executions" + queryString({ task_id: taskId, limit, offset }),
+    idempotent: true,
+    parse: listFromWire<ExecutionList>,
+  };
+}
+
+function executionSteps(executionId: string): Operation<ExecutionStepList> {
+  return {
+    method: "GET",
+    path: `/v1/executions/${segment(executionId)}/steps`,
+    idempotent: true,
+    parse: listFromWire<ExecutionStepList>,
+  };
+}
+
+function cancelExecution(executionId: string): Operation<Execution> {
+  return {
+    method: "POST",
+    path: `/v1/executions/${segment(executionId)}/cancel`,
+    // Cancelling twice is the same as once.
+    idempotent: true,
+    parse: fromWire<Execution>,
+  };
+}
+
 /** `client.executions`: follow, inspect and cancel task runs. */
 export class Executions {
   readonly #transport: Transport;
@@ -37,23 +86,23 @@ export class Executions {
   }
 
   async get(execution: ExecutionRef, options?: RequestOptions): Promise<Execution> {
-    return this.#transport.send(ops.getExecution(refOf(execution, "executionId")), options);
+    return this.#transport.send(getExecution(refOf(execution, "executionId")), options);
   }
 
   /** Executions, newest first; `taskId` keeps one task's. */
   async list(params: ExecutionListParams = {}, options?: RequestOptions): Promise<ExecutionList> {
     const { taskId, limit, offset } = params;
-    return this.#transport.send(ops.listExecutions(taskId, limit, offset), options);
+    return this.#transport.send(listExecutions(taskId, limit, offset), options);
   }
 
   /** Each step's status, redacted output or error, and times. */
   async steps(execution: ExecutionRef, options?: RequestOptions): Promise<ExecutionStepList> {
-    return this.#transport.send(ops.executionSteps(refOf(execution, "executionId")), options);
+    return this.#transport.send(executionSteps(refOf(execution, "executionId")), options);
   }
 
   /** Ask the execution to stop; cancelling an ended one changes nothing. */
   async cancel(execution: ExecutionRef, options?: RequestOptions): Promise<Execution> {
-    return this.#transport.send(ops.cancelExecution(refOf(execution, "executionId")), options);
+    return this.#transport.send(cancelExecution(refOf(execution, "executionId")), options);
   }
 
   /**

@@ -70,9 +70,9 @@ def authenticate(request: Request) -> Caller:
     if problem is not None:
         raise _refuse(request, problem)
     running = services_of(request)
-    key_hash = running.keyring.hash_api_key(key)
+    key_hash = running.barrier.hash_api_key(key)
     with running.store.read() as tx:
-        record = tx.api_key_by_hash(key_hash)
+        record = tx.apikeys.by_hash(key_hash)
     if record is None:
         raise _refuse(request, "API key is not recognised")
     if record.revoked_at is not None:

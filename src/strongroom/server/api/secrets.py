@@ -14,7 +14,7 @@ from ..auth import Caller
 from ..errors import ValidationFailed
 from ..policy import DEFAULT_POLICY
 from ..secrets import UNSET, RevealedSecret, resolve_policy, write_answer
-from ..storage.base import SecretRecord
+from ..storage import SecretRecord
 from .deps import Auth, Limit, Offset, Svc
 from .schemas import secrets as schemas
 from .schemas.common import (

@@ -1,8 +1,7 @@
-"""AES-256-GCM envelopes: what is encrypted, under which key, bound to which context.
+"""AES-256-GCM, as every layer uses it: a fresh random nonce per encryption, prepended.
 
-Every ciphertext carries associated data naming what it belongs to (a KEK's id, or a
-secret's tenant, id and version). A ciphertext copied to another row therefore fails to
-open, just as one with a flipped byte does.
+What the associated data says is :mod:`.context`'s; which key encrypts what is the
+barrier's (:mod:`.barrier`) and the keyring's (:mod:`.keyring`).
 """
 
 from __future__ import annotations
@@ -37,35 +36,3 @@ def decrypt(key: AESGCM, blob: bytes, aad: bytes) -> bytes:
         return key.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
     except InvalidTag:
         raise IntegrityFailure("ciphertext failed authentication") from None
-
-
-def kek_aad(kek_id: int) -> bytes:
-    return b"strongroom|kek|v1|%d" % kek_id
-
-
-def dek_aad(tenant_id: str, secret_id: str, version: int) -> bytes:
-    return b"|".join(
-        (b"strongroom|dek|v1", tenant_id.encode(), secret_id.encode(), b"%d" % version)
-    )
-
-
-def value_aad(tenant_id: str, secret_id: str, version: int) -> bytes:
-    return b"|".join(
-        (b"strongroom|value|v1", tenant_id.encode(), secret_id.encode(), b"%d" % version)
-    )
-
-
-def blob_aad(kind: str, context: tuple[str, ...]) -> bytes:
-    """Associated data of a sealed blob, e.g. ``strongroom|step|v1|<tenant>|<execution>|<i>``."""
-    return b"|".join((b"strongroom", kind.encode(), b"v1", *(part.encode() for part in context)))
-
-
-def blob_dek_aad(kind: str, context: tuple[str, ...]) -> bytes:
-    """Associated data of a sealed blob's wrapped data key (``<kind>-dek``)."""
-    return blob_aad(f"{kind}-dek", context)
-
-
-BARRIER_AAD = b"strongroom|barrier|v1"
-BARRIER_PLAINTEXT = b"strongroom barrier verifier"
-# The API-key HMAC key, wrapped by the master key (barrier row 2; see keyring.py).
-API_KEY_HMAC_AAD = b"strongroom|api-key-hmac|v1"

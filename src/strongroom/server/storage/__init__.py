@@ -1,17 +1,31 @@
-"""Storage: one interface (:mod:`.base`), a SQLite and a PostgreSQL implementation."""
+"""Storage: one interface per area, each beside its SQL, for SQLite and PostgreSQL.
+
+A :class:`Store` opens transactions; a :class:`Transaction` offers each area's verbs:
+``tx.secrets`` (:mod:`.secrets`), ``tx.keyring`` (:mod:`.keyring`), ``tx.apikeys``
+(:mod:`.apikeys`), ``tx.tasks`` (:mod:`.tasks`), ``tx.executions`` (:mod:`.executions`)
+and ``tx.audit`` (:mod:`.audit`). An area module holds its records, its interface and
+its SQL implementation; what differs between the databases is :mod:`.dialect`'s.
+"""
 
 from __future__ import annotations
 
-from .base import (
+from .apikeys import ApiKeyRecord, Tenant
+from .audit import AuditEvent
+from .errors import (
     NameTaken,
     StorageError,
     StorageFull,
     StorageIOError,
     StorageReadOnly,
     StorageUnavailable,
-    Store,
-    Transaction,
 )
+from .executions import ExecutionRecord, StepRecord
+from .keyring import BarrierRow, KeyringEntry
+from .page import Page
+from .sealed import Sealed, SealedRow
+from .secrets import SecretRecord, StoredVersion, VersionRecord
+from .store import Store, Transaction
+from .tasks import TaskRecord
 
 
 def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
@@ -31,13 +45,27 @@ def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
 
 
 __all__ = [
+    "ApiKeyRecord",
+    "AuditEvent",
+    "BarrierRow",
+    "ExecutionRecord",
+    "KeyringEntry",
     "NameTaken",
+    "Page",
+    "Sealed",
+    "SealedRow",
+    "SecretRecord",
+    "StepRecord",
     "StorageError",
     "StorageFull",
     "StorageIOError",
     "StorageReadOnly",
     "StorageUnavailable",
     "Store",
+    "StoredVersion",
+    "TaskRecord",
+    "Tenant",
     "Transaction",
+    "VersionRecord",
     "open_store",
 ]

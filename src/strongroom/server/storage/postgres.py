@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .base import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
+from .dialect import Dialect, Rows
+from .errors import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
 from .sql import SQLStore
 
 _UNIQUE_VIOLATION = "23505"
@@ -19,6 +23,33 @@ _FAULTS: dict[str, type[StorageUnavailable]] = {
 _MIGRATION_LOCK = 0x5354524F4E47  # "STRONG"
 
 
+class PostgresDialect(Dialect):
+    name = "postgresql"
+    lateral = True
+
+    def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
+        return getattr(exc.orig, "sqlstate", None) == _UNIQUE_VIOLATION
+
+    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
+        return _FAULTS.get(str(getattr(exc.orig, "sqlstate", None)))
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        # Servers starting together on one database migrate one at a time.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+
+    def bulk_insert(self, conn: Connection, columns: Sequence[sa.Column[Any]], rows: Rows) -> None:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        # Table and column names come from the schema, never from input.
+        names = ", ".join(c.name for c in columns)
+        with (
+            raw.cursor() as cur,
+            cur.copy(f"COPY {columns[0].table.name} ({names}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+
+
 class PostgresStore(SQLStore):
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         engine = sa.create_engine(
@@ -28,21 +59,11 @@ class PostgresStore(SQLStore):
             pool_pre_ping=True,
             hide_parameters=True,  # errors must not carry ciphertext or other bound values
         )
-        super().__init__(engine)
+        super().__init__(engine, PostgresDialect())
         self.url = url
 
     def system_database_url(self) -> str:
         return "postgresql://" + _driver_url(self.url).removeprefix("postgresql+psycopg://")
-
-    def lock_for_migration(self, conn: Connection) -> None:
-        # Servers starting together on one database migrate one at a time.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-
-    def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
-        return getattr(exc.orig, "sqlstate", None) == _UNIQUE_VIOLATION
-
-    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
-        return _FAULTS.get(str(getattr(exc.orig, "sqlstate", None)))
 
 
 def _driver_url(url: str) -> str:

@@ -66,11 +66,8 @@ api_keys = sa.Table(
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
 )
 
-# The barrier: ciphertexts only the right master key opens. Row 1 is the verifier that
-# refuses a wrong master key at start-up; row 2 holds the API-key HMAC key, wrapped (the
-# column is named for row 1; a row of its own kept API keys free of a schema change).
-BARRIER_VERIFIER = 1
-BARRIER_API_KEY_HMAC = 2
+# The barrier: ciphertexts only the right master key opens, one per row (the rows are
+# keyring.py's BarrierRow).
 barrier = sa.Table(
     "barrier",
     metadata,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from .base import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable, Transaction
+from .dialect import Dialect, Rows
+from .errors import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
 from .sql import SQLStore
+from .store import Transaction
 
 _BEGIN_MODE = "strongroom_sqlite_begin"
 
@@ -25,6 +27,51 @@ _FAULTS: dict[int, type[StorageUnavailable]] = {
     sqlite3.SQLITE_READONLY: StorageReadOnly,
     sqlite3.SQLITE_IOERR: StorageIOError,
 }
+
+
+class SQLiteDialect(Dialect):
+    name = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
+        return "UNIQUE constraint failed" in str(exc.orig)
+
+    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if not isinstance(code, int):
+            return None
+        if code & 0xFF == sqlite3.SQLITE_CANTOPEN and self._refuses_writes():
+            # A WAL database cannot even be opened where its -shm file cannot be made.
+            return StorageReadOnly
+        return _FAULTS.get(code & 0xFF)
+
+    def _refuses_writes(self) -> bool:
+        """The file or its directory is not writable for this process: a read-only
+        filesystem (os.access sees EROFS even for root) or permissions."""
+        path = Path(self.path)
+        return path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+    def write_options(self) -> dict[str, Any]:
+        # BEGIN IMMEDIATE takes the write lock at once: two writers never both read first
+        # and then deadlock on the upgrade, and busy_timeout queues them instead.
+        return {_BEGIN_MODE: "IMMEDIATE"}
+
+    def lock_for_migration(self, conn: Connection) -> None:
+        """Nothing more: the write transaction's BEGIN IMMEDIATE serialises migrations."""
+
+    def bulk_insert(self, conn: Connection, columns: Sequence[sa.Column[Any]], rows: Rows) -> None:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        # Index pages of a growing table stay in memory between batches; the 2 MB default
+        # would reread them for every random name inserted. (The connection keeps this
+        # cache: bulk insertion is for seeding a database, not for a serving process.)
+        raw.execute("PRAGMA cache_size=-262144")
+        # Table and column names come from the schema, never from input.
+        names, marks = ", ".join(c.name for c in columns), ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {columns[0].table.name} ({names}) VALUES ({marks})"  # noqa: S608
+        raw.executemany(sql, rows)
 
 
 class SQLiteStore(SQLStore):
@@ -62,7 +109,7 @@ class SQLiteStore(SQLStore):
             assert dbapi_conn is not None
             dbapi_conn.execute(f"BEGIN {mode}")
 
-        super().__init__(engine)
+        super().__init__(engine, SQLiteDialect(path))
         self.path = path
         self.busy_timeout_s = busy_timeout_s
         # SQLite has one writer at a time. Threads of this process queue here, in order,
@@ -76,24 +123,6 @@ class SQLiteStore(SQLStore):
             raise ValueError("the execution engine needs a database file, not :memory:")
         return f"sqlite:///{Path(self.path)}.dbos.sqlite"
 
-    def is_unique_violation(self, exc: sa.exc.IntegrityError) -> bool:
-        return "UNIQUE constraint failed" in str(exc.orig)
-
-    def storage_fault(self, exc: sa.exc.DBAPIError) -> type[StorageUnavailable] | None:
-        code = getattr(exc.orig, "sqlite_errorcode", None)
-        if not isinstance(code, int):
-            return None
-        if code & 0xFF == sqlite3.SQLITE_CANTOPEN and self._refuses_writes():
-            # A WAL database cannot even be opened where its -shm file cannot be made.
-            return StorageReadOnly
-        return _FAULTS.get(code & 0xFF)
-
-    def _refuses_writes(self) -> bool:
-        """The file or its directory is not writable for this process: a read-only
-        filesystem (os.access sees EROFS even for root) or permissions."""
-        path = Path(self.path)
-        return path.exists() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
-
     @contextmanager
     def _serialised_write(self) -> Iterator[Transaction]:
         if not self._write_lock.acquire(timeout=self.busy_timeout_s):
@@ -104,10 +133,5 @@ class SQLiteStore(SQLStore):
         finally:
             self._write_lock.release()
 
-    def write(self) -> Any:
+    def write(self) -> AbstractContextManager[Transaction]:
         return self._serialised_write()
-
-    def write_options(self) -> dict[str, Any]:
-        # BEGIN IMMEDIATE takes the write lock at once: two writers never both read first
-        # and then deadlock on the upgrade, and busy_timeout queues them instead.
-        return {_BEGIN_MODE: "IMMEDIATE"}

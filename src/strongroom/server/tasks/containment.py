@@ -1,7 +1,7 @@
 """Containment: what a task run may show, store and send, decided by taint, not by text.
 
 A value read from ``secrets.`` carries the secret's name with it (``Tainted``), and every
-expression that touches it yields a result that carries it too (see ``expression_eval``).
+expression that touches it yields a result that carries it too (see ``expressions.evaluate``).
 This module is where those marks are acted on, at the three kinds of sink a run has:
 
 - **Showing** (a step's output, the execution's output, an error): :func:`shown` replaces

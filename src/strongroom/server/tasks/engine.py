@@ -177,7 +177,7 @@ class DurableEngine:
         """Submit the unfinished executions (one recorded but never enqueued, say, because
         the process died in between). Enqueueing is idempotent per workflow id."""
         with self.runner.store.read() as tx:
-            unfinished = [tx.execution_by_id(i) for i in tx.unfinished_execution_ids(batch)]
+            unfinished = [tx.executions.by_id(i) for i in tx.executions.unfinished_ids(batch)]
         for execution in unfinished:
             if execution is None:
                 continue

@@ -34,8 +34,8 @@ import datetime as dt
 import ipaddress
 import threading
 
-from ..crypto import Keyring
-from ..storage.base import Store
+from ..crypto import Barrier
+from ..storage import Store
 from .tools.context import Destination
 from .tools.egress import literal_address, non_public_kind, normalize_host
 from .tools.protected import is_this_machine
@@ -76,7 +76,7 @@ class HeldSecrets:
     def __init__(
         self,
         store: Store,
-        keyring: Keyring,
+        barrier: Barrier,
         tenant_id: str,
         *,
         sent: frozenset[str],
@@ -84,7 +84,7 @@ class HeldSecrets:
         stores: bool,
     ) -> None:
         self._store = store
-        self._keyring = keyring
+        self._barrier = barrier
         self._tenant_id = tenant_id
         self._sent = sent
         self._restricted = sent & restricted
@@ -94,7 +94,7 @@ class HeldSecrets:
 
     def reach(self, destination: Destination) -> None:
         """The call is about to reach ``destination`` (a ``ToolContext.on_reach`` hook)."""
-        place = self._keyring.fingerprint(place_of(destination))
+        place = self._barrier.fingerprint(place_of(destination))
         with self._lock:
             if place in self._reached:
                 return
@@ -103,7 +103,7 @@ class HeldSecrets:
         names = sorted(self._sent if everything else self._restricted)
         if names:
             with self._store.write() as tx:
-                tx.hold_secrets(self._tenant_id, place, names, dt.datetime.now(dt.UTC))
+                tx.executions.hold_secrets(self._tenant_id, place, names, dt.datetime.now(dt.UTC))
 
     def held(self) -> frozenset[str]:
         """Every secret any place this call reached was ever sent, by any run."""
@@ -112,4 +112,4 @@ class HeldSecrets:
         if not places:
             return frozenset()
         with self._store.read() as tx:
-            return tx.secrets_held(self._tenant_id, places)
+            return tx.executions.secrets_held(self._tenant_id, places)

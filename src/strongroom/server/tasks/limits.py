@@ -4,7 +4,7 @@ A task author chooses what a run does, so nothing it can ask for is unbounded: t
 a task, the bytes of a step's result (a tool's answer or an expression's value), the bytes
 an execution stores in all, and how many executions run at once (per tenant, so that one
 tenant's stalled runs cannot hold every worker, and in all). Expression evaluation has its
-own finer bounds (``expression_runtime.Limits``: time, text length, items, integer size).
+own finer bounds (``expressions.Limits``: time, text length, items, integer size).
 """
 
 from __future__ import annotations

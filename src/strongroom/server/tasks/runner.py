@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .. import trail
-from ..crypto import IntegrityFailure, Keyring
-from ..crypto.keyring import STEP_RESULT, step_result_context
+from ..crypto import Barrier, IntegrityFailure
 from ..policy import DEFAULT_POLICY, SecretPolicy
 from ..redact import Redactor, marker, redacting
-from ..storage.base import ExecutionRecord, StepRecord, Store
+from ..secret_values import Purpose, Refusal, reveal
+from ..storage import ExecutionRecord, StepRecord, Store
 from ..trail import Action, Actor
 from . import containment
 from .containment import SecretUses
@@ -53,10 +53,11 @@ from .definitions import CompiledStep, compile_steps
 from .expressions import ExpressionError, Scope, Tainted
 from .held import HeldSecrets
 from .limits import DEFAULT_LIMITS, TaskLimits
+from .sealing import step_result_context
 from .status import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED
 from .tools import REGISTRY, Registry, ToolConfig, ToolContext, ToolError
-from .tools.base import PolicyRefused
 from .tools.context import Destination, DestinationGuard
+from .tools.errors import PolicyRefused
 
 log = logging.getLogger("strongroom.engine")
 
@@ -185,7 +186,7 @@ class _StepRun:
         self._check_tool(uses, policies)
         held = HeldSecrets(
             runner.store,
-            runner.keyring,
+            runner.barrier,
             self.execution.tenant_id,
             sent=uses.data,
             restricted=frozenset(n for n in uses.data if policies[n].restricts_destinations),
@@ -273,12 +274,12 @@ def _destination_guard(uses: SecretUses, policies: Mapping[str, SecretPolicy]) -
 
 
 class Runner:
-    """The steps of executions, run against strongroom's store and keyring."""
+    """The steps of executions, run against strongroom's store and barrier."""
 
     def __init__(
         self,
         store: Store,
-        keyring: Keyring,
+        barrier: Barrier,
         tools: ToolConfig,
         *,
         step_timeout: float = DEFAULT_STEP_TIMEOUT,
@@ -286,7 +287,8 @@ class Runner:
         limits: TaskLimits = DEFAULT_LIMITS,
     ) -> None:
         self.store = store
-        self.keyring = keyring
+        self.barrier = barrier
+        self.keyring = barrier.keyring
         self.tools = tools
         self.step_timeout = step_timeout
         self.registry = registry
@@ -300,11 +302,11 @@ class Runner:
         """Mark a queued execution running; its number of steps, or 0 if it is not to run
         (cancelled while queued, already ended, or gone). A running one is being resumed."""
         with self.store.write() as tx:
-            execution = tx.execution_by_id(execution_id, for_update=True)
+            execution = tx.executions.by_id(execution_id, for_update=True)
             if execution is None:
                 return 0
             if execution.status == QUEUED:
-                tx.set_execution_status(execution.id, RUNNING, _now(), only_from=(QUEUED,))
+                tx.executions.set_status(execution.id, RUNNING, _now(), only_from=(QUEUED,))
             elif execution.status != RUNNING:
                 return 0
         log.info("execution started", extra={"execution_id": execution_id})
@@ -314,8 +316,8 @@ class Runner:
         """Run step ``index`` unless it already succeeded; the execution's status after it
         (``succeeded`` for the step means: go on), or ``gone``."""
         with self.store.read() as tx:
-            execution = tx.execution_by_id(execution_id)
-            records = {r.index: r for r in tx.execution_steps(execution_id)}
+            execution = tx.executions.by_id(execution_id)
+            records = {r.index: r for r in tx.executions.steps(execution_id)}
         if execution is None:
             return GONE
         if execution.status != RUNNING:
@@ -352,13 +354,13 @@ class Runner:
                 log.exception("step crashed", extra={"execution_id": execution.id, "step": index})
             return self._fail(attempt, started, "internal error while running the step", "internal")
         with self.store.write() as tx:
-            current = tx.execution_by_id(execution.id, for_update=True)
+            current = tx.executions.by_id(execution.id, for_update=True)
             running = current is not None and current.status == RUNNING
             sealed = None
             if running:
                 context = step_result_context(execution.tenant_id, execution.id, index)
-                sealed = self.keyring.seal_blob(tx, STEP_RESULT, context, payload)
-            tx.save_step(
+                sealed = self.keyring.encrypt(context, payload, tx.keyring.active_kek_id())
+            tx.executions.save_step(
                 StepRecord(
                     execution.id, index, step.kind, SUCCEEDED, output, None, started, _now(), sealed
                 )
@@ -401,28 +403,28 @@ class Runner:
         """End the execution: succeeded with the last step's output if every step did;
         wipe the sealed step results whatever the status. Returns the final status."""
         with self.store.write() as tx:
-            execution = tx.execution_by_id(execution_id, for_update=True)
+            execution = tx.executions.by_id(execution_id, for_update=True)
             if execution is None:
                 return GONE
             status = execution.status
             if status == RUNNING:
-                records = tx.execution_steps(execution.id)
+                records = tx.executions.steps(execution.id)
                 complete = len(records) == len(execution.steps) and all(
                     r.status == SUCCEEDED for r in records
                 )
                 if complete:
                     output = records[-1].output if records else None
-                    tx.set_execution_status(
+                    tx.executions.set_status(
                         execution.id, SUCCEEDED, _now(), only_from=(RUNNING,), output=output
                     )
                     status = SUCCEEDED
                 else:
                     error = {"step": len(records), "message": "the execution stopped early"}
-                    tx.set_execution_status(
+                    tx.executions.set_status(
                         execution.id, FAILED, _now(), only_from=(RUNNING,), error=error
                     )
                     status = FAILED
-            tx.wipe_step_results(execution.id)
+            tx.executions.wipe_step_results(execution.id)
         self._forget(execution_id)
         log.info("execution finished", extra={"execution_id": execution_id, "status": status})
         return status
@@ -430,14 +432,14 @@ class Runner:
     def abandon(self, execution_id: str, message: str) -> None:
         """Fail an execution the engine gave up on (its message must hold no value)."""
         with self.store.write() as tx:
-            tx.set_execution_status(
+            tx.executions.set_status(
                 execution_id,
                 FAILED,
                 _now(),
                 only_from=(QUEUED, RUNNING),
                 error={"step": None, "message": message},
             )
-            tx.wipe_step_results(execution_id)
+            tx.executions.wipe_step_results(execution_id)
         self._forget(execution_id)
 
     # -- parts ----------------------------------------------------------------------------
@@ -458,7 +460,7 @@ class Runner:
                 raise StepFailed(f"the result of steps[{earlier.index}] is not available")
             context = step_result_context(execution.tenant_id, execution.id, earlier.index)
             try:
-                plain = self.keyring.open_blob(record.sealed, STEP_RESULT, context)
+                plain = self.keyring.decrypt(context, record.sealed)
             except IntegrityFailure:
                 raise StepFailed(
                     f"the sealed result of steps[{earlier.index}] failed authentication"
@@ -493,42 +495,25 @@ class Runner:
         missing: list[str] = []
         damaged: list[str] = []
         detail = f"execution {execution.id} step {index}"
+        actor = Actor.on_behalf(execution.tenant_id, execution.created_by)
         names = sorted(required | for_redaction)
         if not names and running is None:
             return Fetched(values, policies)
         with self.store.write() as tx:
             if running is not None:
-                tx.save_step(running)
+                tx.executions.save_step(running)
             for name in names:
-                secret = tx.secret_by_name(execution.tenant_id, name)
-                stored = tx.version(secret.id, secret.version) if secret else None
-                outcome = "success"
-                if secret is None or stored is None:
-                    outcome = "not_found"
+                found = reveal(tx, self.keyring, actor, name, purpose=Purpose.USE, detail=detail)
+                if found.refusal in (Refusal.MISSING, Refusal.NO_VERSION):
                     if name in required:
                         missing.append(name)
+                    continue
+                assert found.secret is not None
+                policies[name] = found.secret.policy
+                if found.value is None:
+                    damaged.append(name)
                 else:
-                    policies[name] = secret.policy
-                    try:
-                        values[name] = self.keyring.open(
-                            stored,
-                            secret_tenant_id=secret.tenant_id,
-                            caller_tenant_id=execution.tenant_id,
-                        )
-                    except IntegrityFailure:
-                        outcome = "internal_error"
-                        damaged.append(name)
-                trail.record(
-                    tx,
-                    trail.event(
-                        Actor(execution.tenant_id, execution.created_by),
-                        Action.READ,
-                        outcome,
-                        secret_name=name,
-                        secret_id=secret.id if secret else None,
-                        detail=detail,
-                    ),
-                )
+                    values[name] = found.value
         if missing:
             listed = ", ".join(repr(name) for name in missing)
             raise StepFailed(f"secret {listed} does not exist", "secret_not_found")
@@ -564,7 +549,7 @@ class Runner:
         name = self._tenants.get(tenant_id)
         if name is None:
             with self.store.read() as tx:
-                tenant = tx.tenant_by_id(tenant_id)
+                tenant = tx.apikeys.tenant_by_id(tenant_id)
             if tenant is None:
                 return None
             name = self._tenants[tenant_id] = tenant.name
@@ -588,7 +573,7 @@ class Runner:
                     trail.record(
                         tx,
                         trail.event(
-                            Actor(execution.tenant_id, execution.created_by),
+                            Actor.on_behalf(execution.tenant_id, execution.created_by),
                             Action.USE,
                             "forbidden",
                             secret_name=name,
@@ -596,7 +581,7 @@ class Runner:
                             f"{attempt.step.tool}/{attempt.step.operation}",
                         ),
                     )
-            tx.save_step(
+            tx.executions.save_step(
                 StepRecord(
                     execution.id,
                     index,
@@ -608,15 +593,15 @@ class Runner:
                     now,
                 )
             )
-            tx.set_execution_status(
+            tx.executions.set_status(
                 execution.id,
                 FAILED,
                 now,
                 only_from=(RUNNING,),
                 error={"step": index, "code": code, "message": message},
             )
-            tx.wipe_step_results(execution.id)
-            current = tx.execution_by_id(execution.id)
+            tx.executions.wipe_step_results(execution.id)
+            current = tx.executions.by_id(execution.id)
         self._forget(execution.id)
         with redacting(attempt.redactor):
             log.info(

@@ -18,7 +18,7 @@ from .. import trail
 from ..auth import Caller, Scope, require
 from ..errors import NotFound
 from ..ids import new_id
-from ..storage.base import ExecutionRecord, Page, StepRecord, Store, TaskRecord
+from ..storage import ExecutionRecord, Page, StepRecord, Store, TaskRecord
 from ..trail import Action
 from .definitions import TaskDefinition, parse_task
 from .limits import DEFAULT_LIMITS, TaskLimits
@@ -92,12 +92,12 @@ class TaskService:
         )
         warnings: list[TaskWarning] = []
         with self.store.write() as tx:
-            tx.insert_task(task)
+            tx.tasks.insert(task)
             exists: dict[str, bool] = {}
             for step in definition.compiled:
                 for location, name in step.secret_uses():
                     if name not in exists:
-                        exists[name] = tx.secret_by_name(caller.tenant_id, name) is not None
+                        exists[name] = tx.secrets.by_name(caller.tenant_id, name) is not None
                     if not exists[name]:
                         warnings.append(
                             TaskWarning(location, f"secret {name!r} does not exist yet")
@@ -111,12 +111,12 @@ class TaskService:
     def list_tasks(self, caller: Caller, *, limit: int, offset: int) -> Page[TaskRecord]:
         require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
-            return tx.list_tasks(caller.tenant_id, limit=limit, offset=offset)
+            return tx.tasks.page(caller.tenant_id, limit=limit, offset=offset)
 
     def get_task(self, caller: Caller, task_id: str) -> TaskRecord:
         require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
-            task = tx.task_by_id(caller.tenant_id, task_id)
+            task = tx.tasks.by_id(caller.tenant_id, task_id)
         if task is None:
             raise _task_not_found(task_id)
         return task
@@ -125,10 +125,10 @@ class TaskService:
         """Delete a task. Its executions stay, and those still running finish."""
         require(self.store, caller, Scope.TASKS_RUN, Action.TASK_DELETE)
         with self.store.write() as tx:
-            task = tx.task_by_id(caller.tenant_id, task_id)
+            task = tx.tasks.by_id(caller.tenant_id, task_id)
             if task is None:
                 raise _task_not_found(task_id)
-            tx.delete_task(task.id)
+            tx.tasks.delete(task.id)
             trail.record(
                 tx,
                 trail.event(caller.actor, Action.TASK_DELETE, "success", detail=f"task {task.id}"),
@@ -141,7 +141,7 @@ class TaskService:
         require(self.store, caller, Scope.TASKS_RUN, Action.TASK_EXECUTE)
         now = dt.datetime.now(dt.UTC)
         with self.store.write() as tx:
-            task = tx.task_by_id(caller.tenant_id, task_id)
+            task = tx.tasks.by_id(caller.tenant_id, task_id)
             if task is None:
                 raise _task_not_found(task_id)
             execution = ExecutionRecord(
@@ -157,7 +157,7 @@ class TaskService:
                 created_at=now,
                 updated_at=now,
             )
-            tx.insert_execution(execution)
+            tx.executions.insert(execution)
             detail = f"task {task.id} execution {execution.id}"
             trail.record(
                 tx, trail.event(caller.actor, Action.TASK_EXECUTE, "success", detail=detail)
@@ -172,7 +172,7 @@ class TaskService:
     def get_execution(self, caller: Caller, execution_id: str) -> ExecutionRecord:
         require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
-            execution = tx.execution_by_id(execution_id, caller.tenant_id)
+            execution = tx.executions.by_id(execution_id, caller.tenant_id)
         if execution is None:
             raise _execution_not_found(execution_id)
         return execution
@@ -182,14 +182,14 @@ class TaskService:
     ) -> Page[ExecutionRecord]:
         require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
-            return tx.list_executions(caller.tenant_id, task_id=task_id, limit=limit, offset=offset)
+            return tx.executions.page(caller.tenant_id, task_id=task_id, limit=limit, offset=offset)
 
     def execution_steps(self, caller: Caller, execution_id: str) -> list[StepRecord]:
         require(self.store, caller, Scope.TASKS_RUN)
         with self.store.read() as tx:
-            if tx.execution_by_id(execution_id, caller.tenant_id) is None:
+            if tx.executions.by_id(execution_id, caller.tenant_id) is None:
                 raise _execution_not_found(execution_id)
-            return tx.execution_steps(execution_id)
+            return tx.executions.steps(execution_id)
 
     def cancel(self, caller: Caller, execution_id: str) -> ExecutionRecord:
         """Cancel a queued or running execution; one that has ended is left as it is.
@@ -199,10 +199,10 @@ class TaskService:
         require(self.store, caller, Scope.TASKS_RUN, Action.EXECUTION_CANCEL)
         now = dt.datetime.now(dt.UTC)
         with self.store.write() as tx:
-            execution = tx.execution_by_id(execution_id, caller.tenant_id, for_update=True)
+            execution = tx.executions.by_id(execution_id, caller.tenant_id, for_update=True)
             if execution is None:
                 raise _execution_not_found(execution_id)
-            if tx.set_execution_status(execution.id, CANCELLED, now, only_from=(QUEUED, RUNNING)):
+            if tx.executions.set_status(execution.id, CANCELLED, now, only_from=(QUEUED, RUNNING)):
                 trail.record(
                     tx,
                     trail.event(
@@ -212,6 +212,6 @@ class TaskService:
                         detail=f"execution {execution.id}",
                     ),
                 )
-            found = tx.execution_by_id(execution.id)
+            found = tx.executions.by_id(execution.id)
         assert found is not None
         return found

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ...storage.base import AuditEvent
+from ...storage import AuditEvent
 from .common import Timestamp
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
 
 from ...._names import NAME_MAX, NAME_PATTERN, name_problem
-from ...storage.base import Page
+from ...storage import Page
 
 DESCRIPTION_MAX = 1000
 METADATA_MAX_KEYS = 64

@@ -8,7 +8,7 @@ from pydantic import BaseModel, JsonValue
 
 from ...auth import Caller
 from ...secrets import write_answer
-from ...storage.base import SecretRecord
+from ...storage import SecretRecord
 from .common import ENCRYPTED, Description, Metadata, SecretName, Strict, Timestamp, Value
 
 

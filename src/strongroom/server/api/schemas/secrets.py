@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool
 
 from ... import policy
 from ... import secrets as service
-from ...storage.base import SecretRecord, VersionRecord
+from ...storage import SecretRecord, VersionRecord
 from .common import ENCRYPTED, Description, Metadata, SecretName, Strict, Timestamp, Value
 
 # -- usage policies ---------------------------------------------------------------------------

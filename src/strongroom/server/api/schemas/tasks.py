@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
-from ...storage.base import ExecutionRecord, StepRecord, TaskRecord
+from ...storage import ExecutionRecord, StepRecord, TaskRecord
+from ...tasks.expressions import PREFIX
 from ...tasks.definitions import DESCRIPTION_MAX, MAX_STEPS, NAME_MAX, STEP_KINDS
 from .common import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, json_problem
 
@@ -23,7 +24,9 @@ def _text(most: int) -> dict[str, JsonValue]:
 
 
 _IDENTIFIER: dict[str, JsonValue] = {"type": ["string", "null"], **NAME_SCHEMA}
-_TEMPLATE: dict[str, JsonValue] = {"description": "any JSON; strings starting '$ ' are expressions"}
+_TEMPLATE: dict[str, JsonValue] = {
+    "description": f"any JSON; strings starting {PREFIX!r} are expressions"
+}
 STEP_SCHEMA: dict[str, JsonValue] = {
     "type": "object",
     "required": ["kind"],

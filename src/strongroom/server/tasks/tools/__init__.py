@@ -1,14 +1,10 @@
 """The tools task steps call: ``openai``/``chat``, ``database``/``query``, ``http``/``request``.
 
-The engine uses :data:`REGISTRY` (the contract is in :mod:`.base`; each tool's arguments,
-result and errors in its own module)::
+The engine uses :data:`REGISTRY` (:mod:`.registry`; the contract is in :mod:`.base`, the
+errors in :mod:`.errors`; each tool's arguments, result, errors and settings in its own
+module)::
 
-    config = ToolConfig(
-        egress=EgressPolicy.parse(settings.egress_allow),  # STRONGROOM_EGRESS_ALLOW
-        openai_base_url=settings.openai_base_url,          # STRONGROOM_OPENAI_BASE_URL
-        sqlite_dir=settings.tool_sqlite_dir,               # None: SQLite off
-        protected=Protected.of_server(settings.database_url, [settings.master_key_file]),
-    )
+    config = REGISTRY.config(settings)  # at start-up: ValueError refuses to start
     # task creation: one Problem per bad argument, location relative to the step
     problems = REGISTRY.validate(step["tool"], step["operation"], step.get("arguments"))
     # run time: evaluated arguments, the secret_name plaintext, a deadline
@@ -18,26 +14,28 @@ result and errors in its own module)::
 Calls are synchronous and raise :class:`ToolError`. Every outbound connection and every
 SQLite file goes through ``ToolContext.check_destination`` (the server's own database and
 files, :mod:`.protected`, then the runner's guard) and, for connections, the egress guard
-(:mod:`.egress`).
+(:mod:`.egress`, :mod:`.transport`).
 """
 
 from __future__ import annotations
 
-from . import database, http, openai
-from .base import JSON, InvalidArguments, Problem, Registry, Tool, ToolError
-from .context import Destination, ToolConfig, ToolContext
-from .egress import EgressPolicy, EgressRefused
+from .base import JSON, Tool
+from .config import ToolConfig, ToolSettings
+from .context import Destination, ToolContext
+from .egress import EgressPolicy
+from .errors import EgressRefused, InvalidArguments, PolicyRefused, Problem, ToolError
 from .protected import Protected
-
-REGISTRY = Registry([openai.TOOL, database.TOOL, http.TOOL])
+from .registry import REGISTRY, AllToolSettings, Registry
 
 __all__ = [
     "JSON",
     "REGISTRY",
+    "AllToolSettings",
     "Destination",
     "EgressPolicy",
     "EgressRefused",
     "InvalidArguments",
+    "PolicyRefused",
     "Problem",
     "Protected",
     "Registry",
@@ -45,4 +43,5 @@ __all__ = [
     "ToolConfig",
     "ToolContext",
     "ToolError",
+    "ToolSettings",
 ]

@@ -1,10 +1,10 @@
-"""The tool interface: named operations, static validation, calls, and the errors they raise.
+"""The tool interface: named operations, their arguments' specifications, and calls.
 
 A task step ``{"kind": "tool_call", "tool": T, "operation": O, "arguments": A,
 "secret_name": S}`` meets this module twice:
 
 - **At task creation** the engine calls ``registry.validate(T, O, A)``. ``A`` is the
-  arguments as written, so any string starting with ``"$ "`` is an expression whose value is
+  arguments as written, so an expression (``expressions.is_expression``) has a value
   only known at run time: it stands for "some value" and passes every type check.
   The answer is a list of :class:`Problem`, one per bad argument, with a location relative
   to the step (``"tool"``, ``"operation"``, ``"arguments.connection.host"``); the engine
@@ -17,117 +17,24 @@ A task step ``{"kind": "tool_call", "tool": T, "operation": O, "arguments": A,
   ``context.deadline``. It returns a JSON-able value (the step's result) or raises
   :class:`ToolError`.
 
-``ToolError`` messages are written to be shown to the task's author: they never contain the
-credential, a password, an ``Authorization`` header or a full URL (only
-``scheme://host:port``); upstream text that is quoted is first passed through
-:func:`scrub`. The engine redacts again, but the tools do not rely on it.
-
-Errors::
-
-    ToolError                 code: "tool_error" and more specific codes, see below
-    ├── InvalidArguments      code "invalid_arguments": the evaluated arguments are wrong
-    ├── PolicyRefused         code "policy_refused": a secret's usage policy forbids the call
-    └── EgressRefused         code "egress_refused" (in egress.py): a refused destination
-
-Other codes a plain ``ToolError`` carries: ``timeout``, ``connect_failed``,
-``dns_failed``, ``upstream_error`` (HTTP status in ``status``), ``response_too_large``,
-``database_error``, ``not_allowed`` (e.g. SQLite outside its directory). ``retryable``
-says whether running the step again may succeed (timeouts, 429, 5xx, refused
-connections); ``retry_after`` is the upstream's ``Retry-After`` in seconds when it sent
-one. The tools never retry by themselves, so that retries are decided in one place (the
-engine).
+Arguments and results are checked here; what a call may raise is in :mod:`.errors`, what
+it is given besides its arguments in :mod:`.context`, and which tools exist (and the
+settings each declares) in :mod:`.registry`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
-from ...errors import Detail
-
-if TYPE_CHECKING:
-    from .context import ToolContext
+from ..expressions import is_expression
+from .config import ToolSettings
+from .context import ToolContext
+from .errors import InvalidArguments, Problem, ToolError
 
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
-
-# The service's validation detail: a location (here relative to the step) and a message.
-Problem = Detail
-
-EXPRESSION_PREFIX = "$ "
-
-# Values shorter than this are not scrubbed from messages: replacing every "ab" would make
-# the text unreadable, and a value that short is no secret worth the name.
-MIN_SCRUB_LENGTH = 4
-
-
-class ToolError(Exception):
-    """A tool call failed; ``message`` is safe to show to the task's author."""
-
-    code = "tool_error"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: str | None = None,
-        status: int | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return self.message
-
-    def to_dict(self) -> dict[str, JSON]:
-        """The error as a step's ``error`` field."""
-        out: dict[str, JSON] = {"code": self.code, "message": self.message}
-        if self.status is not None:
-            out["status"] = self.status
-        return out
-
-
-class InvalidArguments(ToolError):
-    """The evaluated arguments do not fit the operation."""
-
-    code = "invalid_arguments"
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        listed = "; ".join(f"{p.location}: {p.message}" for p in problems)
-        super().__init__(f"invalid arguments: {listed}")
-
-
-class PolicyRefused(ToolError):
-    """A secret the call carries may not go to this tool or destination (its policy).
-    ``secrets`` names the secrets whose policies refused."""
-
-    code = "policy_refused"
-
-    def __init__(self, message: str, secrets: Iterable[str]) -> None:
-        super().__init__(message)
-        self.secrets = tuple(sorted(secrets))
-
-
-def scrub(text: str, *values: str | None) -> str:
-    """``text`` with every occurrence of each value replaced by ``[hidden]``."""
-    for value in sorted((v for v in values if v), key=len, reverse=True):
-        if len(value) >= MIN_SCRUB_LENGTH:
-            text = text.replace(value, "[hidden]")
-    return text
-
-
-def is_expression(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(EXPRESSION_PREFIX)
-
 
 # -- argument specifications ---------------------------------------------------------------
 
@@ -232,9 +139,9 @@ class Arg:
         return problems
 
 
-# -- tools and the registry ----------------------------------------------------------------
+# -- tools --------------------------------------------------------------------------------
 
-Runner = Callable[[dict[str, Any], "str | None", "ToolContext"], JSON]
+Runner = Callable[[dict[str, Any], str | None, ToolContext], JSON]
 CrossCheck = Callable[[Mapping[str, Any]], list[Problem]]
 
 
@@ -274,14 +181,18 @@ class Operation:
 
 @dataclass(frozen=True)
 class Tool:
-    """A named set of operations, e.g. ``openai`` with ``chat``."""
+    """A named set of operations, e.g. ``openai`` with ``chat``, and the server settings
+    the tool declares for itself (a :class:`~.config.ToolSettings` subclass, or ``None``)."""
 
     name: str
     operations: Mapping[str, Operation] = field(default_factory=dict)
+    settings: type[ToolSettings] | None = None
 
     @classmethod
-    def of(cls, name: str, *operations: Operation) -> Tool:
-        return cls(name, {op.name: op for op in operations})
+    def of(
+        cls, name: str, *operations: Operation, settings: type[ToolSettings] | None = None
+    ) -> Tool:
+        return cls(name, {op.name: op for op in operations}, settings)
 
     def validate(self, operation: str, arguments: object) -> list[Problem]:
         """Problems of a step as written (expressions unevaluated); empty when it is fine."""
@@ -306,40 +217,3 @@ class Tool:
         if problems:
             raise InvalidArguments(problems)
         return op.run(dict(arguments or {}), credential, context)
-
-
-class Registry:
-    """The tools a task step may name."""
-
-    def __init__(self, tools: Iterable[Tool]) -> None:
-        self._tools = {tool.name: tool for tool in tools}
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(sorted(self._tools))
-
-    def get(self, name: str) -> Tool | None:
-        return self._tools.get(name)
-
-    def operation(self, tool: str, operation: str) -> Operation | None:
-        found = self._tools.get(tool)
-        return found.operations.get(operation) if found else None
-
-    def validate(self, tool: str, operation: str, arguments: object) -> list[Problem]:
-        found = self._tools.get(tool)
-        if found is None:
-            return [Problem("tool", f"no such tool (known: {', '.join(self.names)})")]
-        return found.validate(operation, arguments)
-
-    def call(
-        self,
-        tool: str,
-        operation: str,
-        arguments: Mapping[str, Any] | None,
-        credential: str | None,
-        context: ToolContext,
-    ) -> JSON:
-        found = self._tools.get(tool)
-        if found is None:
-            raise ToolError(f"no such tool: {tool}")
-        return found.call(operation, arguments, credential, context)

@@ -1,9 +1,8 @@
 """What a tool call gets besides its arguments: the server's tool configuration, a deadline,
 the tenant it runs for, and the check every destination passes before a connection.
 
-The engine builds one :class:`ToolConfig` from the server settings at start-up (tools never
-read the environment themselves, so tests and embedders configure them explicitly) and a
-:class:`ToolContext` per call, with the step's deadline when it has one.
+The runner builds a :class:`ToolContext` per call, over the one :class:`~.config.ToolConfig`
+of the process, with the step's deadline when it has one.
 
 Every place a tool is about to reach something (a TCP connection, each redirect's included;
 a PostgreSQL server; a SQLite file) first calls :meth:`ToolContext.check_destination` with a
@@ -21,36 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .base import ToolError
-from .egress import EgressPolicy
-from .protected import Protected
-
-DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ToolConfig:
-    """Server-wide tool settings.
-
-    - ``egress``: the destinations allowed beyond the public internet
-      (``EgressPolicy.parse(STRONGROOM_EGRESS_ALLOW)``).
-    - ``openai_base_url``: where ``openai``/``chat`` goes unless the step names a
-      ``base_url`` (``STRONGROOM_OPENAI_BASE_URL``).
-    - ``sqlite_dir``: the directory ``database``/``query`` may open SQLite files in, one
-      subdirectory per tenant (``<sqlite_dir>/<tenant name>/``); ``None`` turns SQLite
-      off, because a path is a path on the *server*, next to its own database and key files.
-    - ``max_response_bytes``: the largest HTTP response body the ``http`` and ``openai``
-      tools read.
-    - ``protected``: the server's own database endpoints and files, refused whatever
-      ``egress`` allows (``Protected.of_server``; empty when built by hand).
-    """
-
-    egress: EgressPolicy = field(default_factory=EgressPolicy)
-    openai_base_url: str = DEFAULT_OPENAI_BASE_URL
-    sqlite_dir: Path | None = None
-    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
-    protected: Protected = field(default_factory=Protected)
+from .config import ToolConfig
+from .errors import ToolError
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,8 +47,8 @@ says, then the egress guard); the checked addresses are given to libpq as ``host
 (``host`` stays for TLS verification) and a host that is a socket directory is refused.
 libpq never falls back to the server's own ``PGPASSWORD`` or ``~/.pgpass``: the password is
 always given (empty when there is none) and ``passfile`` points nowhere. SQLite files lie
-in the calling tenant's directory ``<ToolConfig.sqlite_dir>/<tenant>/`` (SQLite is off
-without ``sqlite_dir``), are named relative to it, never under the server's data
+in the calling tenant's directory ``<STRONGROOM_TOOL_SQLITE_DIR>/<tenant>/`` (SQLite is
+off without it), are named relative to it, never under the server's data
 directory, are never created, and ``ATTACH``, ``VACUUM INTO`` and changing ``PRAGMA``
 settings are refused.
 
@@ -80,19 +80,14 @@ import psycopg
 import psycopg.errors
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
+from pydantic import Field
 
-from .base import (
-    JSON,
-    Arg,
-    InvalidArguments,
-    Operation,
-    Problem,
-    Tool,
-    ToolError,
-    is_expression,
-    scrub,
-)
+from ..expressions import is_expression
+from .base import JSON, Arg, Operation, Tool
+from .config import ToolSettings
 from .context import Destination, ToolContext
+from .errors import InvalidArguments, Problem, ToolError, scrub
+from .protected import Protected
 
 DEFAULT_MAX_ROWS = 1000
 MAX_ROWS = 10_000
@@ -109,6 +104,29 @@ _DESTINATION = ("url", "host", "port", "user", "password", "database")
 _NO_PASSFILE = "/nonexistent/strongroom-tools/pgpass"
 _CURSOR = "strongroom_rows"
 _DECLARE = f"DECLARE {_CURSOR} NO SCROLL CURSOR FOR "
+
+
+class DatabaseSettings(ToolSettings):
+    """Where ``database``/``query`` may open SQLite files: one subdirectory per tenant
+    (``<tool_sqlite_dir>/<tenant name>/``). ``None`` turns SQLite off, because a path is a
+    path on the *server*, next to its own database and key files."""
+
+    tool_sqlite_dir: Path | None = Field(
+        None, description="directory database/query steps may open SQLite files in (off if unset)"
+    )
+
+    def check_protected(self, protected: Protected) -> None:
+        """Refuse a directory that is, contains or is inside the server's own files: it
+        would hand them to tasks, and is a mistake to say at once."""
+        sqlite_dir = self.tool_sqlite_dir
+        clash = None if sqlite_dir is None else protected.overlaps(sqlite_dir)
+        if clash is not None:
+            raise ValueError(
+                f"STRONGROOM_TOOL_SQLITE_DIR ({sqlite_dir}) must be apart from strongroom's own "
+                f"files ({clash}): it is, contains or is inside them, so tasks could open the "
+                "server's database; give task SQLite files a directory of their own"
+            )
+
 
 _CONNECTION = Arg(
     ("object",),
@@ -497,8 +515,8 @@ def _sqlite_file(path: str, context: ToolContext) -> Path:
     and so is a call without a tenant, which would have no directory of its own. The
     tenant's directory must exist under its exact name (``acme`` is not ``Acme``'s, even
     on a file system that ignores case) and must not itself be a link."""
-    config = context.config
-    if config.sqlite_dir is None:
+    sqlite_dir = context.config.settings(DatabaseSettings).tool_sqlite_dir
+    if sqlite_dir is None:
         raise _not_allowed("SQLite is turned off on this server (it has no tool SQLite directory)")
     tenant = context.tenant
     if not tenant or not _TENANT_DIRECTORY.match(tenant) or ".." in tenant:
@@ -512,7 +530,7 @@ def _sqlite_file(path: str, context: ToolContext) -> Path:
         raise _not_allowed(
             "the SQLite path must be relative to the tenant's directory (sqlite:///file.db)"
         )
-    root = config.sqlite_dir.resolve()
+    root = sqlite_dir.resolve()
     try:
         present = tenant in os.listdir(root)
     except OSError:
@@ -617,4 +635,5 @@ def query(arguments: dict[str, Any], credential: str | None, context: ToolContex
 TOOL = Tool.of(
     "database",
     Operation("query", ARGUMENTS, query, _cross_check, credentials=("connection.*",), stores=True),
+    settings=DatabaseSettings,
 )

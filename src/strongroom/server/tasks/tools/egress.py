@@ -21,12 +21,10 @@ every outbound connection a tool makes goes through an :class:`EgressPolicy`:
   :meth:`ToolContext.addresses_for` checks it before this policy, on the name and on every
   resolved address).
 
-HTTP goes through :class:`GuardedTransport`, an ``httpx`` transport whose ``httpcore``
-connection pool uses :class:`GuardedBackend` to open its sockets. The check (the call's
-:meth:`ToolContext.addresses_for`: its destination checks, then this policy) therefore
-happens for every connection the pool opens, redirects included, and TLS still verifies the
-certificate against the host name from the URL. PostgreSQL takes the checked addresses as
-libpq's ``hostaddr`` (see database.py). Unix sockets and proxies are never used.
+HTTP goes through ``transport.GuardedTransport``, whose sockets all pass the call's
+:meth:`ToolContext.addresses_for` (its destination checks, then this policy), redirects
+included. PostgreSQL takes the checked addresses as libpq's ``hostaddr`` (see
+database.py). Unix sockets and proxies are never used.
 
 Name resolution uses the system resolver (``getaddrinfo``), which has no timeout of its
 own.
@@ -37,18 +35,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import ssl
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-import httpcore
-import httpx
+from pydantic import BaseModel, Field
 
-from .base import ToolError
-
-if TYPE_CHECKING:
-    from .context import ToolContext
+from .errors import EgressRefused, ToolError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -60,10 +51,12 @@ _UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 
-class EgressRefused(ToolError):
-    """A tool was about to connect somewhere the egress policy does not allow."""
+class EgressSettings(BaseModel):
+    """The allow-list, a server setting shared by every tool (``Settings`` inherits it)."""
 
-    code = "egress_refused"
+    egress_allow: str = Field(
+        "", description="hosts, IPs and CIDRs task tools may reach beyond the public internet"
+    )
 
 
 def normalize_host(host: str) -> str:
@@ -254,77 +247,3 @@ class EgressPolicy:
             if not addresses:
                 raise ToolError(f"cannot resolve host {name}", code="dns_failed", retryable=True)
         return addresses
-
-
-class GuardedBackend(httpcore.NetworkBackend):
-    """An ``httpcore`` network backend that connects only to addresses the call may reach.
-
-    It holds the call's :class:`ToolContext`, not only the policy: every connection the
-    pool opens (a redirect's included) passes ``context.addresses_for``, which checks the
-    destination (the server's own database, the secrets' usage policies) before this
-    policy, and resolves the name once.
-    """
-
-    def __init__(self, context: ToolContext, inner: httpcore.NetworkBackend | None = None):
-        self.context = context
-        self._inner = inner or httpcore.SyncBackend()
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        failure: Exception | None = None
-        for address in self.context.addresses_for(host, port):
-            try:
-                return self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc  # try the next address, as socket.create_connection does
-        assert failure is not None
-        raise failure
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        raise EgressRefused("refused to connect: only network hosts are allowed")
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.HTTPTransport):
-    """``httpx.HTTPTransport`` whose connections all go through a :class:`GuardedBackend`.
-
-    httpx has no public way to hand its transport a network backend, so this swaps the
-    transport's connection pool (``_pool``, stable since httpx 0.18) for an
-    ``httpcore.ConnectionPool`` built the same way with the guarded backend. The egress
-    tests fail if that ever stops taking effect. No proxy is used: a proxy would connect
-    on our behalf, out of the guard's sight.
-    """
-
-    def __init__(
-        self,
-        context: ToolContext,
-        *,
-        verify: ssl.SSLContext | bool = True,
-        backend: httpcore.NetworkBackend | None = None,
-    ) -> None:
-        tls = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
-        super().__init__(verify=tls, trust_env=False, retries=0)
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=tls,
-            max_connections=10,
-            max_keepalive_connections=5,
-            http1=True,
-            http2=False,
-            retries=0,
-            network_backend=GuardedBackend(context, backend),
-        )

@@ -40,8 +40,10 @@ from typing import Any
 
 import httpx
 
-from .base import JSON, Arg, InvalidArguments, Operation, Problem, Tool, ToolError, is_expression
+from ..expressions import is_expression
+from .base import JSON, Arg, Operation, Tool
 from .context import ToolContext
+from .errors import InvalidArguments, Problem, ToolError
 from .webclient import open_client, parse_json, parse_url, read_capped, transport_errors
 
 WHAT = "http request"

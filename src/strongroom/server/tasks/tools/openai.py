@@ -31,19 +31,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+from pydantic import Field
 
-from .base import (
-    JSON,
-    Arg,
-    InvalidArguments,
-    Operation,
-    Problem,
-    Tool,
-    ToolError,
-    is_expression,
-    scrub,
-)
+from ..expressions import is_expression
+from .base import JSON, Arg, Operation, Tool
+from .config import ToolSettings
 from .context import ToolContext
+from .errors import InvalidArguments, Problem, ToolError, scrub
 from .webclient import (
     open_client,
     origin,
@@ -54,10 +48,20 @@ from .webclient import (
 )
 
 WHAT = "openai chat"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 120.0
 MAX_TIMEOUT = 600.0
 _QUOTED_STATUSES = (400, 404, 422)
 _RETRYABLE_STATUSES = (408, 409, 429)
+
+
+class OpenAISettings(ToolSettings):
+    """Where ``openai``/``chat`` goes when a step names no ``base_url``."""
+
+    openai_base_url: str = Field(
+        DEFAULT_BASE_URL, description="where openai/chat steps send requests"
+    )
+
 
 _MESSAGE = Arg(
     ("object",),
@@ -166,7 +170,8 @@ def _first_content(data: Mapping[str, JSON]) -> JSON:
 def chat(arguments: dict[str, Any], credential: str | None, context: ToolContext) -> JSON:
     """Send the Chat Completions request; the result is ``{"content", "response"}``."""
     timeout = context.time_left(float(arguments.pop("timeout", DEFAULT_TIMEOUT)))
-    url = _endpoint(arguments.pop("base_url", None) or context.config.openai_base_url)
+    default_base = context.config.settings(OpenAISettings).openai_base_url
+    url = _endpoint(arguments.pop("base_url", None) or default_base)
     headers = {"Accept": "application/json"}
     if credential:
         headers["Authorization"] = f"Bearer {credential}"
@@ -191,4 +196,4 @@ def chat(arguments: dict[str, Any], credential: str | None, context: ToolContext
     return {"content": _first_content(data), "response": data}
 
 
-TOOL = Tool.of("openai", Operation("chat", ARGUMENTS, chat, _cross_check))
+TOOL = Tool.of("openai", Operation("chat", ARGUMENTS, chat, _cross_check), settings=OpenAISettings)

@@ -38,7 +38,8 @@ from pathlib import Path
 import psycopg
 from psycopg import conninfo
 
-from .egress import EgressRefused, IPAddress, embedded_and_self, literal_address, normalize_host
+from .egress import IPAddress, embedded_and_self, literal_address, normalize_host
+from .errors import EgressRefused
 
 OWN_DATABASE = "refused to connect: this is strongroom's own database"
 OWN_FILES = "refused to open: this file is strongroom's own (its data directory or master key)"

@@ -16,9 +16,10 @@ from contextlib import contextmanager
 
 import httpx
 
-from .base import JSON, InvalidArguments, Problem, ToolError
+from .base import JSON
 from .context import ToolContext
-from .egress import GuardedTransport
+from .errors import InvalidArguments, Problem, ToolError
+from .transport import GuardedTransport
 
 USER_AGENT = "strongroom-tools/1"
 # How deep an upstream's JSON answer may nest. Every later stage (redaction, taint, the

@@ -1,5 +1,8 @@
-"""What a ``$ `` expression may say: its text is bounded, parsed, and checked once.
+"""What a ``$ `` expression may say: the prefix that marks one, and its text, bounded,
+parsed and checked once.
 
+:data:`PREFIX` is the one spelling of the marker: a string that starts with it is an
+expression wherever a step allows one (tools test arguments with :func:`is_expression`).
 ``parse`` bounds the text on tokens before the C parser sees it (length, bracket depth,
 operator count; Python 3.11 would otherwise recurse on thousands of nested operators and can
 overflow a small thread stack), then bounds the tree's depth before anything walks it
@@ -16,9 +19,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .expression_runtime import HELPERS, ExpressionError, Limits, kind
+from .budget import Limits
+from .errors import ExpressionError, kind
+from .helpers import HELPERS
 
+PREFIX: Final = "$ "
 SCOPE_NAMES: Final = frozenset({"secrets", "input", "inputs", "outputs", "steps", "_"})
+
+
+def is_expression(value: object) -> bool:
+    """Whether ``value`` is an expression's text (a string starting with :data:`PREFIX`)."""
+    return isinstance(value, str) and value.startswith(PREFIX)
+
 
 _KEYWORD_OPERATORS = ("not", "and", "or", "if", "else", "lambda", "in", "is", "await", "for")
 _OPERATORS = (

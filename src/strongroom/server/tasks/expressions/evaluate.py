@@ -15,16 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .expression_runtime import (
-    EMPTY,
-    HELPERS,
-    Budget,
-    ExpressionError,
-    Tainted,
-    WithheldError,
-    kind,
-)
-from .expression_syntax import (
+from .budget import Budget
+from .errors import ExpressionError, WithheldError, kind
+from .helpers import HELPERS
+from .syntax import (
     BINARY,
     COMPARE,
     CONVERSIONS,
@@ -34,6 +28,7 @@ from .expression_syntax import (
     describe,
     is_secrets,
 )
+from .taint import EMPTY, Tainted
 
 SecretSource = Mapping[str, str] | Callable[[str], str]
 Value = tuple[Any, frozenset[str]]

@@ -1,0 +1,67 @@
+"""``client.audit``: the tenant's audit trail (needs the ``audit:read`` scope).
+
+The request builder, then :class:`Audit` and :class:`AsyncAudit`, which send it (see
+``_resource.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from .._core import Operation
+from .._pages import awalk, walk
+from .._resource import AsyncAPIResource, SyncAPIResource, async_call, sync_call
+from .._types import NOT_GIVEN, NotGiven, Timeout
+from ..models import AuditList, AuditRecord
+
+
+def list_audit(
+    *,
+    limit: int | None = None,
+    offset: int | None = None,
+    secret: str | None = None,
+    action: str | None = None,
+    timeout: Timeout | NotGiven = NOT_GIVEN,
+) -> Operation[AuditList]:
+    """One page of the audit trail, newest first; ``secret`` and ``action`` filter it."""
+    params = {"limit": limit, "offset": offset, "secret": secret, "action": action}
+    return Operation(
+        "GET",
+        "/v1/audit",
+        AuditList.model_validate,
+        params=params,
+        idempotent=True,
+        timeout=timeout,
+    )
+
+
+class Audit(SyncAPIResource):
+    """``client.audit``: the tenant's audit trail (needs the ``audit:read`` scope)."""
+
+    list = sync_call(list_audit)
+
+    def list_all(
+        self, *, secret: str | None = None, action: str | None = None, page_size: int = 100
+    ) -> Iterator[AuditRecord]:
+        """Every matching record, fetching pages as the loop goes."""
+        return walk(
+            lambda offset: self.list(limit=page_size, offset=offset, secret=secret, action=action)
+        )
+
+
+class AsyncAudit(AsyncAPIResource):
+    """``client.audit``: the tenant's audit trail (needs the ``audit:read`` scope)."""
+
+    list = async_call(list_audit)
+
+    async def list_all(
+        self, *, secret: str | None = None, action: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[AuditRecord]:
+        """Every matching record, fetching pages as the loop goes."""
+        async for item in awalk(
+            lambda offset: self.list(limit=page_size, offset=offset, secret=secret, action=action)
+        ):
+            yield item
+
+
+__all__ = ["AsyncAudit", "Audit"]
