@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from ...storage import ExecutionRecord, StepRecord, TaskRecord
-from ...tasks.expressions import PREFIX
 from ...tasks.definitions import DESCRIPTION_MAX, MAX_STEPS, NAME_MAX, STEP_KINDS
+from ...tasks.expressions import PREFIX
 from .common import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, json_problem
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
