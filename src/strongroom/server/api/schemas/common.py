@@ -131,6 +131,12 @@ class ErrorEnvelope(BaseModel):
     error: ErrorBody
 
 
+def fields_of(record: object, model: type[BaseModel]) -> dict[str, Any]:
+    """The answer for ``record`` where every field of the wire ``model`` is the record's
+    attribute of the same name (most records: the mappers that rename or hide say so)."""
+    return {name: getattr(record, name) for name in model.model_fields}
+
+
 def page_body(
     page: Page[T], limit: int, offset: int, render: Callable[[T], dict[str, Any]]
 ) -> dict[str, Any]:

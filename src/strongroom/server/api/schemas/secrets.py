@@ -9,7 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool
 from ... import policy
 from ... import secrets as service
 from ...storage import SecretRecord, VersionRecord
-from .common import ENCRYPTED, Description, Metadata, SecretName, Strict, Timestamp, Value
+from .common import (
+    ENCRYPTED,
+    Description,
+    Metadata,
+    SecretName,
+    Strict,
+    Timestamp,
+    Value,
+    fields_of,
+)
 
 # -- usage policies ---------------------------------------------------------------------------
 # What JSON Schema can say of a destination: text without spaces or slashes (no URL). The
@@ -191,12 +200,8 @@ def secret_out(
 
 
 def version_out(version: VersionRecord) -> dict[str, Any]:
-    return {
-        "version": version.version,
-        "created_at": version.created_at,
-        "created_by": version.created_by,
-    }
+    return fields_of(version, SecretVersion)
 
 
 def deleted_out(deleted: service.DeletedSecret) -> dict[str, Any]:
-    return {"id": deleted.id, "name": deleted.name, "deleted_at": deleted.deleted_at}
+    return fields_of(deleted, DeletedSecret)

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from ...storage import ExecutionRecord, StepRecord, TaskRecord
 from ...tasks.definitions import DESCRIPTION_MAX, MAX_STEPS, NAME_MAX, STEP_KINDS
 from ...tasks.expressions import PREFIX
-from .common import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, json_problem
+from .common import NAME_SCHEMA, NO_NUL_SCHEMA, Timestamp, fields_of, json_problem
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
@@ -145,36 +145,12 @@ class ExecutionStepList(BaseModel):
 
 
 def task_out(task: TaskRecord) -> dict[str, Any]:
-    return {
-        "id": task.id,
-        "name": task.name,
-        "description": task.description,
-        "steps": task.steps,
-        "created_at": task.created_at,
-        "updated_at": task.updated_at,
-    }
+    return fields_of(task, Task)
 
 
 def execution_out(execution: ExecutionRecord) -> dict[str, Any]:
-    return {
-        "id": execution.id,
-        "task_id": execution.task_id,
-        "status": execution.status,
-        "input": execution.input,
-        "output": execution.output,
-        "error": execution.error,
-        "created_at": execution.created_at,
-        "updated_at": execution.updated_at,
-    }
+    return fields_of(execution, Execution)
 
 
 def step_out(step: StepRecord) -> dict[str, Any]:
-    return {
-        "index": step.index,
-        "kind": step.kind,
-        "status": step.status,
-        "output": step.output,
-        "error": step.error,
-        "started_at": step.started_at,
-        "finished_at": step.finished_at,
-    }
+    return fields_of(step, ExecutionStep)
