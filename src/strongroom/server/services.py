@@ -23,13 +23,16 @@ from .settings import Settings
 from .storage import Store, open_store
 from .tasks.limits import TaskLimits
 from .tasks.runner import Runner
-from .tasks.service import TaskService
+from .tasks.service import DeferredEngine, TaskService
 from .tasks.tools import REGISTRY, ToolConfig
 
 if TYPE_CHECKING:
     from .tasks.engine import DurableEngine
 
 log = logging.getLogger("strongroom.server")
+
+
+_DEFERRED = DeferredEngine()
 
 
 class EngineHost:
@@ -49,10 +52,6 @@ class EngineHost:
         self._engine: DurableEngine | None = None
         self._lock = threading.Lock()
 
-    @property
-    def running(self) -> bool:
-        return self._engine is not None
-
     def start(self) -> None:
         from .tasks.engine import DurableEngine
 
@@ -71,10 +70,7 @@ class EngineHost:
 
     def submit(self, execution_id: str, tenant_id: str) -> None:
         engine = self._engine
-        if engine is None:
-            log.debug("execution queued for a later engine", extra={"execution_id": execution_id})
-            return
-        engine.submit(execution_id, tenant_id)
+        (engine or _DEFERRED).submit(execution_id, tenant_id)
 
 
 @dataclass(frozen=True, slots=True)
