@@ -51,7 +51,7 @@ from _common import (  # the bench directory is not a package: found via sys.pat
     wait_for_quiet,
     workdir,
 )
-from strongroom.server.storage.secret_listing import metadata_entry_hash
+from strongroom.server.metadata_entries import metadata_entry_hash
 
 ENVIRONMENTS = (("production", 60), ("staging", 25), ("dev", 15))
 TEAMS = [f"team-{i:02d}" for i in range(20)]

@@ -313,6 +313,11 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "/v1/secrets/{name}": ["delete", "get", "patch", "put"],
         "/v1/secrets/{name}/versions": ["get"],
         "/v1/audit": ["get"],
+        "/v1/keys": ["get", "post"],
+        "/v1/keys/{key_id}": ["delete", "get", "patch"],
+        "/v1/keys/{key_id}/rotate": ["post"],
+        "/v1/sessions": ["post"],
+        "/v1/sessions/current": ["delete", "get"],
         "/v1/tasks": ["get", "post"],
         "/v1/tasks/{task_id}": ["delete", "get"],
         "/v1/tasks/{task_id}/executions": ["post"],
@@ -338,6 +343,8 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
     assert ref("/v1/secrets/{name}", "delete", "200") == "DeletedSecret"
     assert ref("/v1/secrets/{name}/versions", "get", "200") == "SecretVersionList"
     assert ref("/v1/audit", "get", "200") == "AuditList"
+    assert ref("/v1/keys", "post", "201") == "KeyCreated"
+    assert ref("/v1/keys/{key_id}/rotate", "post", "201") == "KeyRotated"
     assert ref("/healthz", "get", "200") == "Health"
     assert ref("/v1/tasks", "post", "201") == "CreatedTask"
     assert ref("/v1/tasks/{task_id}/executions", "post", "201") == "Execution"

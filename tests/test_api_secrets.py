@@ -36,6 +36,7 @@ AUDIT_FIELDS = {
     "id",
     "time",
     "key_id",
+    "key_name",
     "action",
     "outcome",
     "secret_name",

@@ -46,7 +46,7 @@ from strongroom.server.crypto.rotation import rotate
 from strongroom.server.secret_values import decrypt_value, value_context
 from strongroom.server.services import Services, open_services
 from strongroom.server.settings import Settings
-from strongroom.server.storage import Sealed, schema
+from strongroom.server.storage import AuditFilter, Sealed, schema
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.sealing import step_result_context
 from strongroom.server.tasks.status import SUCCEEDED
@@ -516,7 +516,9 @@ def test_a_task_of_another_tenant_cannot_use_a_secret_moved_to_it(
     assert runner.finish(execution_id) == "failed"
     with services.store.read() as tx:
         [step] = tx.executions.steps(execution_id)
-        reads = tx.audit.page(record.tenant_id, limit=10, offset=0, action="secret.read").items
+        reads = tx.audit.page(
+            record.tenant_id, limit=10, offset=0, where=AuditFilter(action="secret.read")
+        ).items
     assert step.status == "failed" and step.error is not None
     assert "failed authentication" in step.error["message"]
     assert find_leaks(value, json.dumps([step.output, step.error]).encode()) == []

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from strongroom import NotGiven, Strongroom, models
 from strongroom._core import Operation
 from strongroom.exceptions import ErrorDetail
-from strongroom.resources import audit, executions, secrets, tasks
+from strongroom.resources import audit, executions, keys, secrets, tasks
 
 NODE_SRC = Path(__file__).resolve().parents[1] / "clients" / "node" / "src"
 Spec = dict[str, Any]
@@ -49,6 +49,22 @@ def openapi(api: TestClient) -> Spec:
     assert response.status_code == 200
     spec: Spec = response.json()
     return spec
+
+
+# The SDKs' name of a component whose server name is too short for a library's namespace:
+# both SDKs' ``Key`` would say nothing of which key, and ``Rule`` of what it rules.
+COMPONENT_OF = {
+    "ApiKey": "Key",
+    "CreatedApiKey": "KeyCreated",
+    "RotatedApiKey": "KeyRotated",
+    "ApiKeyList": "KeyList",
+    "KeyRule": "Rule",
+}
+
+
+def server_name(name: str) -> str:
+    """The server's name of the SDKs' model or type ``name``."""
+    return COMPONENT_OF.get(name, name)
 
 
 # -- one field, whoever describes it --------------------------------------------------------------
@@ -137,7 +153,7 @@ def py_kind(annotation: object) -> tuple[str, bool]:
     if origin in (dict, Mapping):
         return "object", False
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return f"ref:{annotation.__name__}", False
+        return f"ref:{server_name(annotation.__name__)}", False
     return PY_SCALARS[annotation], False
 
 
@@ -207,6 +223,7 @@ def _closing(text: str, start: int) -> int:
 
 MEMBER = re.compile(r"(?:readonly\s+)?(\w+)(\?)?\s*:\s*(.+)", re.S)
 INDEX = re.compile(r"\[\w+\s*:\s*string\]\s*:\s*.+", re.S)
+INDEXED_OBJECT = re.compile(r"\{\s*\[\w+\s*:\s*string\]\s*:\s*[^;{}]+;?\s*\}", re.S)
 DECLARATION = re.compile(r"^\s*export (interface|type) (\w+)(?:<([\w, ]+)>)?", re.M)
 
 
@@ -270,7 +287,9 @@ def ts_kind(ts: TypeScript, text: str) -> tuple[str, bool]:
         kind, alias_nullable = ts_kind(ts, ts.aliases[single])
         return kind, nullable or alias_nullable
     if single in ts.interfaces:
-        return f"ref:{single}", nullable
+        return f"ref:{server_name(single)}", nullable
+    if INDEXED_OBJECT.fullmatch(single):  # { [key: string]: string | number }
+        return "object", nullable
     raise ValueError(f"cannot read the TypeScript type {single!r}")
 
 
@@ -356,7 +375,11 @@ def differences(
 
 # -- answers --------------------------------------------------------------------------------------
 PYTHON_MODELS = [
-    *(getattr(models, name) for name in models.__all__ if name != "ExecutionStatus"),
+    *(
+        getattr(models, name)
+        for name in models.__all__
+        if name not in ("ExecutionStatus", "KeyScope")
+    ),
     ErrorDetail,
 ]
 
@@ -366,6 +389,7 @@ NODE_ANSWERS = {
     *("SecretVersionList", "Task", "CreatedTask", "TaskWarning", "TaskList", "DeletedTask"),
     *("Execution", "ExecutionList", "ExecutionStep", "ExecutionStepList"),
     *("AuditRecord", "AuditList", "ErrorDetail"),
+    *("ApiKey", "CreatedApiKey", "RotatedApiKey", "ApiKeyList", "KeyRule"),
 }
 NODE_REQUEST_MODELS = {"SecretPolicyParams": "SecretPolicyChange"}
 NODE_NOT_WIRE = {
@@ -373,7 +397,8 @@ NODE_NOT_WIRE = {
     "JsonValue": "any JSON value",
     "Metadata": "a JSON object, the caller's data",
     "ExecutionStatus": "the enum of Execution.status, compared there",
-    "Page": "the generic page: compared as SecretList, TaskList, ExecutionList, AuditList",
+    "KeyScope": "the enum of KeyCreateParams.scopes and KeyUpdateParams.scopes, compared there",
+    "Page": "the generic page: compared as SecretList, TaskList, ExecutionList, AuditList...",
     "TaskStep": "a step is the caller's data, sent and returned untouched",
     "TaskCreateParams": "{ task } or { steps }: TaskDefinition is compared with the body",
     "SecretRef": "a secret's name, alone or as { name }: the path",
@@ -395,13 +420,15 @@ NOT_MODELLED = {
     "JulepSecretCreate": "/julep serves the official julep client",
     "JulepSecretUpdate": "/julep serves the official julep client",
     "JulepDeleted": "/julep serves the official julep client",
+    "Session": "/v1/sessions is the web console's login (and `strongroom login`'s check)",
+    "Identity": "/v1/sessions/current: who a browser session or the CLI's key is",
 }
 
 
 def test_every_python_model_matches_its_schema(openapi: Spec) -> None:
     problems = []
     for model in PYTHON_MODELS:
-        server = component_shape(openapi, model.__name__)
+        server = component_shape(openapi, server_name(model.__name__))
         where = model.__name__
         problems += differences(python_shape(model), server, where=where, lang="python")
     assert problems == []
@@ -410,7 +437,7 @@ def test_every_python_model_matches_its_schema(openapi: Spec) -> None:
 def test_every_node_type_matches_its_schema(openapi: Spec, node: TypeScript) -> None:
     problems = []
     for name in sorted(NODE_ANSWERS):
-        server = component_shape(openapi, name)
+        server = component_shape(openapi, server_name(name))
         problems += differences(
             node_shape(node, name), server, where=name, lang="node", spell=camel
         )
@@ -426,9 +453,10 @@ def test_every_type_and_component_is_compared_or_excused(openapi: Spec, node: Ty
     node_params = {call.node for call in CALLS if call.node} | {"TaskDefinition"}
     classified = NODE_ANSWERS | NODE_REQUEST_MODELS.keys() | NODE_NOT_WIRE.keys() | node_params
     assert node.names == classified
-    compared = {m.__name__ for m in PYTHON_MODELS} | NODE_ANSWERS
+    compared = {server_name(name) for name in {m.__name__ for m in PYTHON_MODELS} | NODE_ANSWERS}
     compared |= set(NODE_REQUEST_MODELS.values()) | {"SecretCreate", "SecretUpdate", "SecretPut"}
-    compared |= {"ExecutionCreate"}  # request bodies, compared with the calls below
+    # request bodies, compared with the calls below
+    compared |= {"ExecutionCreate", "KeyCreate", "KeyUpdate", "KeyRotate"}
     assert set(openapi["components"]["schemas"]) == compared | NOT_MODELLED.keys()
 
 
@@ -463,6 +491,12 @@ CALLS = [
     Call("executions.steps", executions.execution_steps, {"execution_id": "e"}),
     Call("executions.cancel", executions.cancel_execution, {"execution_id": "e"}),
     Call("audit.list", audit.list_audit, {}, "AuditListParams"),
+    Call("keys.create", keys.create_key, {}, "KeyCreateParams"),
+    Call("keys.list", keys.list_keys, {}, "KeyListParams"),
+    Call("keys.get", keys.get_key, {"key_id": "k"}),
+    Call("keys.update", keys.update_key, {"key_id": "k"}, "KeyUpdateParams"),
+    Call("keys.revoke", keys.revoke_key, {"key_id": "k"}),
+    Call("keys.rotate", keys.rotate_key, {"key_id": "k"}, "KeyRotateParams"),
 ]
 # A parameter the SDKs send under another name than the route's: (call, name): route's
 # name. The If-Match header holds the version as a string ('"3"').
@@ -480,6 +514,7 @@ ANSWERED_AS = {
 NOT_IN_SDK = {
     "/healthz": "a probe for load balancers",
     "/julep/": "the official julep client's routes; the SDKs' Julep is their client on /v1",
+    "/v1/sessions": "browser sessions (a cookie) for the web console, and the CLI's login",
 }
 
 
@@ -557,7 +592,7 @@ def test_every_python_call_matches_its_route(openapi: Spec) -> None:
         problems += differences(
             as_sent(call, ours), server, where=call.name, lang="python", answer=False
         )
-        model = getattr(op.parse, "__self__", op.parse).__name__
+        model = server_name(getattr(op.parse, "__self__", op.parse).__name__)
         expected = answer_of(openapi, op.method, template)
         if model != expected and ANSWERED_AS.get(call.name, ("",))[0] != model:
             problems.append(f"{call.name}: reads a {model}, the route answers a {expected}")
@@ -575,7 +610,7 @@ def test_every_call_of_the_client_is_compared() -> None:
     client = Strongroom(api_key="sr_x")
     built = {
         getattr(method, "__wrapped__", None)
-        for resource in (client.secrets, client.tasks, client.executions, client.audit)
+        for resource in (client.secrets, client.tasks, client.executions, client.audit, client.keys)
         for method in vars(type(resource)).values()
     }
     client.close()
@@ -645,6 +680,7 @@ def test_the_typescript_reader() -> None:
       readonly when: When | null;
       kind?: Kind;
       check?: (value: string) => unknown;
+      tags?: { [key: string]: string | number };
       [key: string]: unknown;
     }
     export interface Named extends Box<number> { name: string }
@@ -657,6 +693,7 @@ def test_the_typescript_reader() -> None:
         "when": Field("string", nullable=True, required=True),
         "kind": Field("enum:a|b", nullable=False, required=False),
         "check": Field("function", nullable=False, required=False),
+        "tags": Field("object", nullable=False, required=False),
     }
     with pytest.raises(ValueError, match="cannot read the member"):
         read_typescript("export interface Odd { get(): string }")

@@ -9,10 +9,12 @@ import pytest
 
 from strongroom.server.apikeys import ensure_tenant
 from strongroom.server.ids import new_id
+from strongroom.server.metadata_entries import metadata_entry_hash
 from strongroom.server.policy import SecretPolicy
 from strongroom.server.services import Services
 from strongroom.server.storage import (
     AuditEvent,
+    AuditFilter,
     BarrierRow,
     ExecutionRecord,
     NameTaken,
@@ -24,7 +26,7 @@ from strongroom.server.storage import (
     TaskRecord,
     Transaction,
 )
-from strongroom.server.storage.secret_listing import metadata_entry_hash, sparsest_entry
+from strongroom.server.storage.secret_listing import sparsest_entry
 from strongroom.server.storage.secrets import SQLSecretStorage
 from strongroom.server.trail import Action, Actor, event
 
@@ -257,8 +259,10 @@ def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str)
         tx.audit.insert(event(Actor(None, None), Action.AUTHENTICATE, "unauthorized"))
     with store.read() as tx:
         page = tx.audit.page(tenant_id, limit=2, offset=0)
-        only = tx.audit.page(tenant_id, limit=10, offset=0, secret_name="s1")
-        reads = tx.audit.page(tenant_id, limit=10, offset=0, action="secret.read")
+        only = tx.audit.page(tenant_id, limit=10, offset=0, where=AuditFilter(secret_name="s1"))
+        reads = tx.audit.page(
+            tenant_id, limit=10, offset=0, where=AuditFilter(action="secret.read")
+        )
     assert [e.secret_name for e in page.items] == ["s0", "s1"]
     assert page.has_more
     assert page.items[0].id is not None

@@ -18,6 +18,7 @@ from strongroom.server.auth import Caller
 from strongroom.server.errors import ValidationFailed
 from strongroom.server.redact import marker
 from strongroom.server.services import Services
+from strongroom.server.storage import AuditFilter
 from strongroom.server.tasks.limits import TaskLimits
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.service import TaskService
@@ -116,7 +117,9 @@ def test_allowed_tools_refuses_before_the_tool_runs_and_is_audited(
     assert "'k'" in error["message"] and "openai/chat" in error["message"]
     assert upstream.seen == []
     with services.store.read() as tx:
-        uses = tx.audit.page(caller.tenant_id, limit=10, offset=0, action="secret.use").items
+        uses = tx.audit.page(
+            caller.tenant_id, limit=10, offset=0, where=AuditFilter(action="secret.use")
+        ).items
     assert [(e.secret_name, e.outcome, e.key_id) for e in uses] == [
         ("k", "forbidden", caller.key_id)
     ]

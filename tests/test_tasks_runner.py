@@ -16,6 +16,7 @@ from strongroom.server.auth import Caller
 from strongroom.server.crypto import IntegrityFailure
 from strongroom.server.crypto.rotation import rotate
 from strongroom.server.services import Services
+from strongroom.server.storage import AuditFilter
 from strongroom.server.tasks.runner import Runner
 from strongroom.server.tasks.sealing import step_result_context
 
@@ -44,7 +45,9 @@ def test_the_guides_transform_is_stored_redacted(
     assert (step.status, step.output, step.error) == ("succeeded", "[REDACTED:api_key]", None)
     assert step.sealed is None  # wiped when the execution ended
     with services.store.read() as tx:
-        reads = tx.audit.page(caller.tenant_id, limit=10, offset=0, action="secret.read").items
+        reads = tx.audit.page(
+            caller.tenant_id, limit=10, offset=0, where=AuditFilter(action="secret.read")
+        ).items
     assert [(e.secret_name, e.outcome, e.detail) for e in reads] == [
         ("api_key", "success", f"execution {execution_id} step 0")
     ]
@@ -156,7 +159,9 @@ def test_a_tool_answer_quoting_what_it_was_sent_is_redacted_in_later_steps(
     stored = json.dumps([s.output for s in steps_of(services, execution_id)]).encode()
     assert find_leaks(key, stored) == []
     with services.store.read() as tx:
-        reads = tx.audit.page(caller.tenant_id, limit=10, offset=0, action="secret.read").items
+        reads = tx.audit.page(
+            caller.tenant_id, limit=10, offset=0, where=AuditFilter(action="secret.read")
+        ).items
     # the later step read the secret to redact it, and that read is audited
     assert f"execution {execution_id} step 1" in {e.detail for e in reads}
 

@@ -21,7 +21,7 @@ from ._core import (
     proceed,
 )
 from ._types import NOT_GIVEN, NotGiven, Timeout
-from .resources import AsyncAudit, AsyncExecutions, AsyncSecrets, AsyncTasks
+from .resources import AsyncAudit, AsyncExecutions, AsyncKeys, AsyncSecrets, AsyncTasks
 
 T = TypeVar("T")
 
@@ -50,6 +50,7 @@ class AsyncStrongroom(BaseClient[httpx.AsyncClient]):
         self.tasks = AsyncTasks(self)
         self.executions = AsyncExecutions(self)
         self.audit = AsyncAudit(self)
+        self.keys = AsyncKeys(self)
 
     async def _run(self, op: Operation[T]) -> T:
         return await drive(self._http, exchange(self._http, self._config, op))

@@ -20,7 +20,7 @@ from ._core import (
     proceed,
 )
 from ._types import NOT_GIVEN, NotGiven, Timeout
-from .resources import Audit, Executions, Secrets, Tasks
+from .resources import Audit, Executions, Keys, Secrets, Tasks
 
 T = TypeVar("T")
 
@@ -49,6 +49,7 @@ class Strongroom(BaseClient[httpx.Client]):
         self.tasks = Tasks(self)
         self.executions = Executions(self)
         self.audit = Audit(self)
+        self.keys = Keys(self)
 
     def _run(self, op: Operation[T]) -> T:
         return drive(self._http, exchange(self._http, self._config, op))

@@ -97,8 +97,12 @@ class APIError(StrongroomError):
 
     def __str__(self) -> str:
         text = f"{self.code} ({self.status_code}): {self.message}"
-        if self.details:
-            text += "; " + "; ".join(f"{d.location}: {d.message}" for d in self.details)
+        # The server's message is often its first detail, spelled the same: said once.
+        said = [f"{d.location}: {d.message}" for d in self.details]
+        if said and said[0] == self.message:
+            said = said[1:]
+        if said:
+            text += "; " + "; ".join(said)
         if self.request_id:
             text += f" [request_id={self.request_id}]"
         return text

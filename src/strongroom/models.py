@@ -5,13 +5,23 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ._models import Model
 from ._pages import ItemList, Page
 
 ExecutionStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# What an API key may do: ``*`` is every scope. A key answer lists its scopes as strings.
+KeyScope = Literal[
+    "secrets:read",
+    "secrets:write",
+    "secrets:admin",
+    "tasks:run",
+    "audit:read",
+    "keys:admin",
+    "*",
+]
 
 
 class SecretPolicy(Model):
@@ -75,6 +85,8 @@ class AuditRecord(Model):
     id: int
     time: dt.datetime
     key_id: str | None = None
+    # The key's name when the event happened (a renamed key's older events keep the old one).
+    key_name: str | None = None
     action: str
     outcome: str
     secret_name: str | None = None
@@ -86,6 +98,58 @@ class AuditRecord(Model):
 
 class AuditList(Page[AuditRecord]):
     """A page of the audit trail, newest first."""
+
+
+class KeyRule(Model):
+    """Which of the tenant's secrets an API key reaches: a name matching one of ``names``
+    (``ci_*``: ``*`` any run of characters, ``?`` one; any name when empty) whose
+    metadata holds every entry of ``metadata`` (scalars: strings, numbers, booleans).
+
+    A key without a rule (``rule=None``) reaches every secret of its tenant.
+    """
+
+    names: list[str] = Field(default_factory=list)
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class ApiKey(Model):
+    """An API key as the server keeps it: never the key itself, only its ``hint`` (its
+    prefix and last four characters)."""
+
+    id: str
+    name: str | None = None
+    hint: str
+    scopes: list[str]
+    rule: KeyRule | None = None
+    created_at: dt.datetime
+    created_by: str | None = None  # the key that issued it; None: from a shell
+    expires_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None  # exact to a minute
+    revoked_at: dt.datetime | None = None
+
+
+class CreatedApiKey(ApiKey):
+    """A new API key: ``key`` is the key itself, shown this once by the server and never
+    again. It stays out of ``repr`` and ``str`` (and of validation errors), so a log line
+    or a traceback that shows the object does not show the key."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    key: str = Field(repr=False)
+
+
+class RotatedApiKey(Model):
+    """A rotation: the ``new`` key (with the key itself) and the ``old`` one as changed,
+    which works until its ``expires_at`` when a grace period was given, else is revoked."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    new: CreatedApiKey
+    old: ApiKey
+
+
+class ApiKeyList(Page[ApiKey]):
+    """A page of the tenant's API keys that the calling key may manage, oldest first."""
 
 
 class Task(Model):
@@ -139,14 +203,20 @@ class ExecutionStepList(ItemList[ExecutionStep]):
 
 
 __all__ = [
+    "ApiKey",
+    "ApiKeyList",
     "AuditList",
     "AuditRecord",
+    "CreatedApiKey",
     "DeletedSecret",
     "Execution",
     "ExecutionList",
     "ExecutionStatus",
     "ExecutionStep",
     "ExecutionStepList",
+    "KeyRule",
+    "KeyScope",
+    "RotatedApiKey",
     "Secret",
     "SecretList",
     "SecretPolicy",

@@ -1,6 +1,7 @@
 import { StrongroomError } from "./errors.js";
 import { Audit } from "./resources/audit.js";
 import { Executions } from "./resources/executions.js";
+import { Keys } from "./resources/keys.js";
 import { Secrets } from "./resources/secrets.js";
 import { Tasks } from "./resources/tasks.js";
 import { Transport } from "./transport.js";
@@ -46,6 +47,7 @@ export class Strongroom {
   readonly tasks: Tasks;
   readonly executions: Executions;
   readonly audit: Audit;
+  readonly keys: Keys;
   readonly #transport: Transport;
 
   constructor(options: ClientOptions = {}) {
@@ -73,6 +75,7 @@ export class Strongroom {
     this.tasks = new Tasks(this.#transport);
     this.executions = new Executions(this.#transport);
     this.audit = new Audit(this.#transport);
+    this.keys = new Keys(this.#transport);
   }
 
   /** The server this client talks to, without a trailing slash. */

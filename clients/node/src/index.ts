@@ -11,9 +11,12 @@ export { Julep, Strongroom, DEFAULT_BASE_URL, DEFAULT_MAX_RETRIES, DEFAULT_TIMEO
 export type { ClientOptions } from "./client.js";
 export * from "./errors.js";
 export type {
+  ApiKey,
+  ApiKeyList,
   AuditList,
   AuditListParams,
   AuditRecord,
+  CreatedApiKey,
   CreatedTask,
   DeletedSecret,
   DeletedTask,
@@ -24,10 +27,17 @@ export type {
   ExecutionStep,
   ExecutionStepList,
   JsonValue,
+  KeyCreateParams,
+  KeyListParams,
+  KeyRotateParams,
+  KeyRule,
+  KeyScope,
+  KeyUpdateParams,
   ListParams,
   Metadata,
   Page,
   RequestOptions,
+  RotatedApiKey,
   Secret,
   SecretCreateParams,
   SecretDeleteParams,
@@ -57,4 +67,5 @@ export { Secrets } from "./resources/secrets.js";
 export { Tasks, type TaskRef } from "./resources/tasks.js";
 export { Executions, TERMINAL_STATUSES, type ExecutionRef } from "./resources/executions.js";
 export { Audit } from "./resources/audit.js";
+export { Keys, type KeyRef } from "./resources/keys.js";
 export { VERSION } from "./version.js";

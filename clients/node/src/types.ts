@@ -284,7 +284,10 @@ export interface WaitOptions {
 export interface AuditRecord {
   id: number;
   time: Timestamp;
+  /** The API key that acted; `null` when none did (a refused request without a key). */
   keyId: string | null;
+  /** That key's name when the event happened (a renamed key's older events keep the old one). */
+  keyName: string | null;
   action: string;
   outcome: string;
   secretName: string | null;
@@ -301,4 +304,103 @@ export interface AuditListParams extends ListParams {
   secret?: string;
   /** Only events of this action (e.g. `secret.read`). */
   action?: string;
+  /** Only events that ended so: `success`, or an error code (`forbidden`, `not_found`...). */
+  result?: string;
+  /** Only events of this API key. */
+  keyId?: string;
+  /** Only events at or after this time: a `Date`, or an RFC 3339 string with its time zone. */
+  since?: Timestamp | Date;
+  /** Only events before this time: a `Date`, or an RFC 3339 string with its time zone. */
+  until?: Timestamp | Date;
+}
+
+// -- API keys ------------------------------------------------------------------------------
+
+/** What an API key may do; `*` is every scope. */
+export type KeyScope =
+  | "secrets:read"
+  | "secrets:write"
+  | "secrets:admin"
+  | "tasks:run"
+  | "audit:read"
+  | "keys:admin"
+  | "*";
+
+/**
+ * Which of the tenant's secrets a key reaches: a name matching one of `names` (`ci_*`:
+ * `*` any run of characters, `?` one; any name when empty or left out) whose metadata holds
+ * every entry of `metadata`. A key whose `rule` is `null` reaches every secret.
+ */
+export interface KeyRule {
+  names?: string[];
+  metadata?: { [key: string]: string | number | boolean };
+}
+
+/** An API key as the server keeps it: never the key itself, only its `hint`. */
+export interface ApiKey {
+  id: string;
+  name: string | null;
+  /** The key's prefix and last four characters. */
+  hint: string;
+  scopes: string[];
+  rule: KeyRule | null;
+  createdAt: Timestamp;
+  /** The key that issued it; `null` when it was made from a shell. */
+  createdBy: string | null;
+  expiresAt: Timestamp | null;
+  /** Exact to a minute. */
+  lastUsedAt: Timestamp | null;
+  revokedAt: Timestamp | null;
+}
+
+/**
+ * A new API key: `key` is the key itself, shown this once and never again. `console.log`
+ * and `util.inspect` show it as `[hidden]`; `JSON.stringify` and `created.key` give it.
+ */
+export interface CreatedApiKey extends ApiKey {
+  key: string;
+}
+
+/** A rotation: the `new` key, and the `old` one as changed (its grace as its `expiresAt`). */
+export interface RotatedApiKey {
+  new: CreatedApiKey;
+  old: ApiKey;
+}
+
+export type ApiKeyList = Page<ApiKey>;
+
+/**
+ * A new key. Scopes, rule and expiry left out are the calling key's own; given, they may
+ * only narrow them (else `PermissionDeniedError`).
+ */
+export interface KeyCreateParams {
+  name?: string | null;
+  scopes?: KeyScope[];
+  /** `null`: every secret of the tenant (only for a calling key without a rule). */
+  rule?: KeyRule | null;
+  /** A `Date` or an RFC 3339 string with its zone; `null`: never (only for a calling key that never expires). */
+  expiresAt?: Timestamp | Date | null;
+}
+
+export interface KeyListParams extends ListParams {
+  /** List revoked keys too. */
+  includeRevoked?: boolean;
+}
+
+/** The fields to change (those left out keep their values), within the calling key's power. */
+export interface KeyUpdateParams {
+  keyId: string;
+  /** `null` clears the name. */
+  name?: string | null;
+  scopes?: KeyScope[];
+  /** Replaces the whole rule; `null`: every secret of the tenant. */
+  rule?: KeyRule | null;
+  /** `null`: never expires. */
+  expiresAt?: Timestamp | Date | null;
+}
+
+export interface KeyRotateParams {
+  keyId: string;
+  /** Seconds the old key keeps working (0 to 2 592 000, 30 days); without, it is revoked at once. */
+  graceSeconds?: number;
 }

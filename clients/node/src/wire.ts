@@ -13,6 +13,8 @@
  * server under its contract name.
  */
 
+import type { Timestamp } from "./types.js";
+
 /** `created_at` -> `createdAt`. */
 export function camelCase(key: string): string {
   return key.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
@@ -75,6 +77,20 @@ export function queryString(params: Record<string, unknown> | undefined): string
   }
   const text = search.toString();
   return text ? `?${text}` : "";
+}
+
+/** A time as the wire takes it: a `Date` as RFC 3339 in UTC, a string as given. */
+export function timeToWire(value: Timestamp | Date, what: string): string {
+  if (value instanceof Date) {
+    if (Number.isNaN(value.getTime())) {
+      throw new TypeError(`${what} is an invalid Date`);
+    }
+    return value.toISOString();
+  }
+  if (typeof value !== "string" || value === "") {
+    throw new TypeError(`${what} must be a Date or an RFC 3339 string`);
+  }
+  return value;
 }
 
 /** A path segment: names and ids are escaped so that none can change the route. */

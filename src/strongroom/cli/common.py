@@ -2,16 +2,22 @@
 
 The client commands (``secrets ...``, ``run``) talk to a server through the SDK only, so
 this module imports nothing of the server: they work with ``strongroom[cli]`` alone.
+
+Which server and key a command uses, first found first: ``--api-key``/``--base-url``,
+``STRONGROOM_API_KEY``/``STRONGROOM_BASE_URL``, then the profile ``--profile`` or
+``STRONGROOM_PROFILE`` names (else ``default``) in the config file ``strongroom login``
+writes (:mod:`.profiles`). A profile's key goes only to its own server.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn, ParamSpec, TypeVar
 
 import click
@@ -29,6 +35,7 @@ from ..exceptions import (
     PreconditionFailedError,
     StrongroomError,
 )
+from . import profiles
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -103,22 +110,51 @@ def api_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 # -- the client options ---------------------------------------------------------------------
+PROFILE_ENV = "STRONGROOM_PROFILE"
+_PROFILE_CHOSEN = "strongroom.profile"  # click's ctx.meta, shared by a group and its commands
+
+
 @dataclass(frozen=True)
 class ClientOptions:
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
+    profile: str | None = None  # the profile these came from, once resolved from one
 
     def merged(self, api_key: str | None, base_url: str | None) -> ClientOptions:
         """These options, overridden by those given to a subcommand."""
         return ClientOptions(api_key or self.api_key, base_url or self.base_url)
 
 
-def client_options(*, from_env: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """``--api-key`` and ``--base-url``.
+def _choose_profile(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """Keep ``--profile`` where :func:`chosen_profile` finds it: a subcommand's, parsed
+    after its group's, wins over it."""
+    if value:
+        problem = profiles.profile_name_problem(value)
+        if problem:
+            raise click.BadParameter(problem, ctx=ctx, param=param)
+        ctx.meta[_PROFILE_CHOSEN] = value
 
-    With ``from_env`` they default to ``STRONGROOM_API_KEY`` and ``STRONGROOM_BASE_URL``
-    (the ``secrets`` group and ``run``); without, they are the per-subcommand spelling
-    (``secrets list --api-key K``) that overrides the group's.
+
+def profile_option(*, from_env: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``--profile NAME``: the saved login (``strongroom login``) to use."""
+    return click.option(
+        "--profile",
+        metavar="NAME",
+        envvar=PROFILE_ENV if from_env else None,
+        show_envvar=from_env,
+        expose_value=False,
+        callback=_choose_profile,
+        help="the saved login (`strongroom login`) to use when no key is given "
+        f"[default: {profiles.DEFAULT_PROFILE}]",
+    )
+
+
+def client_options(*, from_env: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """``--api-key``, ``--base-url`` and ``--profile``.
+
+    With ``from_env`` they default to ``STRONGROOM_API_KEY``, ``STRONGROOM_BASE_URL`` and
+    ``STRONGROOM_PROFILE`` (the ``secrets`` group and ``run``); without, they are the
+    per-subcommand spelling (``secrets list --api-key K``) that overrides the group's.
     """
 
     key_default = "" if from_env else " [default: STRONGROOM_API_KEY]"
@@ -139,7 +175,7 @@ def client_options(*, from_env: bool) -> Callable[[Callable[P, R]], Callable[P, 
             show_envvar=from_env,
             help=f"server address [default: {url_default}]",
         )
-        return key(url(func))
+        return key(url(profile_option(from_env=from_env)(func)))
 
     return decorate
 
@@ -150,11 +186,67 @@ def options_of(ctx: click.Context, api_key: str | None, base_url: str | None) ->
     return group.merged(api_key, base_url)
 
 
+def chosen_profile() -> str | None:
+    """The profile asked for by ``--profile`` or ``STRONGROOM_PROFILE``; None: none was."""
+    ctx = click.get_current_context(silent=True)
+    chosen = ctx.meta.get(_PROFILE_CHOSEN) if ctx is not None else None
+    return chosen or os.environ.get(PROFILE_ENV) or None
+
+
+def _same_server(one: str, other: str) -> bool:
+    return one.rstrip("/") == other.rstrip("/")
+
+
+def resolve_options(options: ClientOptions) -> ClientOptions:
+    """The key and server to use: those given (options, then variables), else a profile's.
+
+    A profile's key is sent only to the profile's own server: with another server given,
+    the command fails rather than hand the key to it.
+    """
+    if options.profile:
+        return options  # resolved already
+    chosen = chosen_profile()
+    if options.api_key:
+        if chosen:
+            warn(
+                "the API key given (--api-key or STRONGROOM_API_KEY) is used, "
+                f"not profile {chosen!r}"
+            )
+        return options
+    name = chosen or profiles.DEFAULT_PROFILE
+    path = profiles.config_path()
+    try:
+        found = profiles.load_profile(name, path)
+    except profiles.ConfigError as exc:
+        fail(str(exc), ExitCode.AUTH)
+    if found is None:
+        if chosen:
+            fail(
+                f"no API key: there is no profile {name!r} in {path} "
+                f"(`strongroom login --profile {name}` saves one)",
+                ExitCode.AUTH,
+            )
+        fail(
+            "no API key: run `strongroom login`, or set STRONGROOM_API_KEY (or give --api-key)",
+            ExitCode.AUTH,
+        )
+    if options.base_url and not _same_server(options.base_url, found.base_url):
+        fail(
+            f"no API key for {options.base_url}: profile {name!r} holds one for "
+            f"{found.base_url} only, and is not sent elsewhere (log in to that server with "
+            "`strongroom login --base-url URL --profile NAME`, or give its key)",
+            ExitCode.AUTH,
+        )
+    return ClientOptions(found.api_key, found.base_url, profile=name)
+
+
 @contextmanager
 def open_client(options: ClientOptions) -> Iterator[Strongroom]:
-    """A client of the chosen server; no API key at all is an authentication failure."""
+    """A client of the chosen server (see :func:`resolve_options`); no API key at all is
+    an authentication failure."""
+    resolved = resolve_options(options)
     try:
-        client = Strongroom(api_key=options.api_key, base_url=options.base_url)
+        client = Strongroom(api_key=resolved.api_key, base_url=resolved.base_url)
     except StrongroomError as exc:
         fail(str(exc), ExitCode.AUTH)
     with client:

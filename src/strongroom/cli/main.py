@@ -5,9 +5,13 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .audit import audit
+from .keys import keys
+from .login import login, logout, whoami
+from .master_key import master_key
 from .run import run
 from .secrets import secrets
-from .server_commands import keys, master_key, migrate, serve, worker
+from .server_commands import migrate, serve, worker
 from .tasks import tasks
 
 
@@ -25,9 +29,13 @@ cli.add_command(worker)
 cli.add_command(migrate)
 cli.add_command(keys)
 cli.add_command(master_key)
+cli.add_command(login)
+cli.add_command(logout)
+cli.add_command(whoami)
 cli.add_command(secrets)
 cli.add_command(run)
 cli.add_command(tasks)
+cli.add_command(audit)
 
 
 def main() -> None:

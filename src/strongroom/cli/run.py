@@ -37,6 +37,7 @@ from .common import (
     metadata_option,
     open_client,
     parse_metadata,
+    resolve_options,
     warn,
 )
 
@@ -151,7 +152,8 @@ def run(
     those whose names are unsafe as variables (LD_*, PATH, BASH_ENV, ...; see `strongroom
     run` in docs/cli.md), and those whose value this key may not read: both are named on
     stderr and left out. Secrets override variables of the same name already set.
-    STRONGROOM_API_KEY is removed from COMMAND's environment unless --pass-api-key.
+    STRONGROOM_API_KEY is removed from COMMAND's environment unless --pass-api-key
+    (which gives a profile's key with its server, as STRONGROOM_BASE_URL).
     COMMAND replaces this process, so its exit code, signals and standard streams are
     its own; 127 if it is not found.
     """
@@ -163,9 +165,12 @@ def run(
 
     environment = dict(os.environ)
     environment.pop("STRONGROOM_API_KEY", None)
-    if pass_api_key and api_key:
-        environment["STRONGROOM_API_KEY"] = api_key
-    with open_client(ClientOptions(api_key, base_url)) as client:
+    options = resolve_options(ClientOptions(api_key, base_url))
+    if pass_api_key and options.api_key:
+        environment["STRONGROOM_API_KEY"] = options.api_key
+        if options.profile and options.base_url:  # a profile's key, with its own server
+            environment["STRONGROOM_BASE_URL"] = options.base_url
+    with open_client(options) as client:
         if all_secrets or metadata:
             unsafe = []
             for secret in client.secrets.list_all(metadata=metadata or None):

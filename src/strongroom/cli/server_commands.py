@@ -1,14 +1,19 @@
-"""Commands that run or administer a server: serve, worker, migrate, keys, master-key.
+"""Commands that run or administer a server: serve, worker, migrate, the database form of
+keys (the commands are in :mod:`.keys`) and, in :mod:`.master_key`, master-key.
 
 They read the same ``STRONGROOM_*`` settings as the server and talk to its database
-directly, so they need the server extra (``pip install 'strongroom[server]'``).
+directly, so they need the server extra (``pip install 'strongroom[server]'``). With no
+master key configured, each uses the development key ``serve --dev`` keeps in
+``data/master.key`` when that file exists.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import datetime as dt
 import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -49,16 +54,25 @@ def load_settings(*, dev: bool = False) -> Settings:
             for e in exc.errors()
         )
         fail(f"invalid settings: {problems}")
-    if dev and settings.master_key is None and settings.master_key_file is None:
+    if settings.master_key is None and settings.master_key_file is None:
         from ..server.crypto.masterkey import create_key_file
 
-        if create_key_file(DEV_MASTER_KEY_FILE):
+        if dev and create_key_file(DEV_MASTER_KEY_FILE):
             err.print(
                 f"generated a development master key in {DEV_MASTER_KEY_FILE} (mode 0600). "
                 "Keep it: without it the secrets in this database cannot be read.",
                 highlight=False,
             )
-        settings = settings.model_copy(update={"master_key_file": DEV_MASTER_KEY_FILE})
+        elif DEV_MASTER_KEY_FILE.exists():
+            # What `serve --dev` made here before: every command finds it, as the server
+            # does, so `make run` and then `strongroom master-key status` agree.
+            err.print(
+                "no STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE: using the "
+                f"development master key in {DEV_MASTER_KEY_FILE}",
+                highlight=False,
+            )
+        if DEV_MASTER_KEY_FILE.exists():
+            settings = settings.model_copy(update={"master_key_file": DEV_MASTER_KEY_FILE})
     return settings
 
 
@@ -81,12 +95,22 @@ def open_services_or_fail(settings: Settings) -> Services:
     from ..server.storage import StorageUnavailable
 
     try:
-        return open_services(settings)
+        services = open_services(settings)
     except (MasterKeyError, UnsealError) as exc:
         fail(str(exc), code=2)
     except StorageUnavailable as exc:
         # The database is down, full or read-only: say so, without a traceback.
         fail(f"cannot open the database: {exc}", code=1)
+    # A command that ends without closing its services still leaves the barrier's
+    # holders (else its row would count as a live holder of its keys a while).
+    atexit.register(_leave_holders, services)
+    return services
+
+
+def _leave_holders(services: Services) -> None:
+    # At exit, quietly: a row left behind counts as gone after a few heartbeats.
+    with contextlib.suppress(Exception):
+        services.barrier.release()
 
 
 # -- serve and migrate ----------------------------------------------------------------------
@@ -144,20 +168,13 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
 def unsealed_services_or_fail(settings: Settings, command: str) -> Services:
     """The services, for a command that needs the unsealed barrier although it serves
     nothing (``keys create``: keys are stored as HMACs under a key the master key wraps),
-    with the reason said when no master key is configured."""
+    with the reason said when no master key is configured (nor a development key found:
+    see :func:`load_settings`)."""
     if settings.master_key is None and settings.master_key_file is None:
-        from ..server.settings import DEV_MASTER_KEY_FILE
-
-        dev = (
-            f" (`serve --dev` keeps its development key in {DEV_MASTER_KEY_FILE}: "
-            f"STRONGROOM_MASTER_KEY_FILE={DEV_MASTER_KEY_FILE} strongroom {command} ...)"
-            if DEV_MASTER_KEY_FILE.exists()
-            else ""
-        )
         fail(
             f"`strongroom {command}` needs the master key, since API keys are stored as "
             "HMACs under a key it protects: set STRONGROOM_MASTER_KEY or "
-            f"STRONGROOM_MASTER_KEY_FILE{dev}",
+            "STRONGROOM_MASTER_KEY_FILE",
             code=2,
         )
     return open_services_or_fail(settings)
@@ -199,6 +216,7 @@ def worker() -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    services.heartbeat.start()
     start_engine_or_fail(services)
     err.print(f"worker {settings.executor_id} is running executions", highlight=False)
     try:
@@ -216,40 +234,46 @@ def migrate() -> None:
     err.print("database is at the newest schema", highlight=False)
 
 
-# -- keys ---------------------------------------------------------------------------------------
-@click.group()
-def keys() -> None:
-    """Issue, list and revoke API keys."""
-
-
-@keys.command("create")
-@click.option("--tenant", required=True, help="tenant the key acts for (created if new)")
-@click.option("--name", "label", help="a label to recognise the key by")
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    help="secrets:read, secrets:write, secrets:admin, tasks:run, audit:read or * "
-    "(repeatable; default *)",
-)
-@click.option("--quiet", "-q", is_flag=True, help="print only the key")
-def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: bool) -> None:
-    """Create an API key; it is printed once and stored only as a hash.
+# -- keys: the database form ---------------------------------------------------------------------
+# `strongroom keys` (cli/keys.py) works through the API when a key is configured, and on the
+# database with these otherwise (and with --tenant or --database): how the first key is made.
+def create_key_in_database(
+    tenant: str,
+    label: str | None,
+    scopes: tuple[str, ...],
+    quiet: bool,
+    *,
+    names: tuple[str, ...] = (),
+    wheres: tuple[str, ...] = (),
+    expires_at: dt.datetime | None = None,
+) -> None:
+    """Create an API key of ``tenant``; it is printed once and stored only as a hash.
 
     Needs the master key (STRONGROOM_MASTER_KEY or STRONGROOM_MASTER_KEY_FILE), as the
     server does: the hash is an HMAC under a key the master key protects.
     """
     from ..server.api.schemas.common import check_name
     from ..server.apikeys import create_api_key
+    from ..server.rules import ResourceRule, RuleError
 
     try:
         check_name(tenant)
     except ValueError as exc:
         fail(f"--tenant: {exc}", code=2)
+    try:
+        rule = ResourceRule.from_cli(names, wheres)
+    except RuleError as exc:
+        fail(f"--names/--where: {exc.message}", code=2)
     services = unsealed_services_or_fail(load_settings(), "keys create")
     try:
         key, record = create_api_key(
-            services.store, services.barrier, tenant, name=label, scopes=scopes
+            services.store,
+            services.barrier,
+            tenant,
+            name=label,
+            scopes=scopes,
+            rule=rule,
+            expires_at=expires_at,
         )
     except ValueError as exc:
         fail(str(exc), code=2)
@@ -258,19 +282,22 @@ def keys_create(tenant: str, label: str | None, scopes: tuple[str, ...], quiet: 
     if quiet:
         click.echo(key)
         return
+    limits = "".join(
+        [
+            f"; reaches {rule.describe()}" if rule else "",
+            f"; expires {record.expires_at.isoformat()}" if record.expires_at else "",
+        ]
+    )
     out.print(
         f"Created API key {record.id} for tenant '{record.tenant_name}' "
-        f"with scopes {', '.join(record.scopes)}.\nIt is shown only now:\n\n    {key}\n",
+        f"with scopes {', '.join(record.scopes)}{limits}.\nIt is shown only now:\n\n    {key}\n",
         highlight=False,
         soft_wrap=True,
     )
 
 
-@keys.command("list")
-@click.option("--tenant", help="only this tenant's keys")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
-def keys_list(tenant: str | None, as_json: bool) -> None:
-    """List API keys (never the keys themselves)."""
+def list_keys_in_database(tenant: str | None, as_json: bool) -> None:
+    """List API keys of every tenant, or of ``tenant`` (never the keys themselves)."""
     from ..server.apikeys import list_api_keys
 
     store = open_migrated_store(load_settings())
@@ -285,7 +312,9 @@ def keys_list(tenant: str | None, as_json: bool) -> None:
             "name": r.name,
             "hint": r.hint,
             "scopes": list(r.scopes),
+            "rule": r.rule.as_dict() if r.rule else None,
             "created_at": r.created_at.isoformat(),
+            "expires_at": r.expires_at.isoformat() if r.expires_at else None,
             "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
         }
         for r in records
@@ -307,9 +336,7 @@ def keys_list(tenant: str | None, as_json: bool) -> None:
     out.print(table)
 
 
-@keys.command("revoke")
-@click.argument("key_id")
-def keys_revoke(key_id: str) -> None:
+def revoke_key_in_database(key_id: str) -> None:
     """Revoke an API key by id; it stops working at once."""
     from ..server.apikeys import revoke_api_key
 
@@ -321,89 +348,3 @@ def keys_revoke(key_id: str) -> None:
     if not revoked:
         fail(f"no active API key has id {key_id!r}", code=3)
     err.print(f"revoked API key {key_id}", highlight=False)
-
-
-# -- master-key ---------------------------------------------------------------------------------
-@click.group("master-key")
-def master_key() -> None:
-    """Generate a master key, and rotate the key-encryption keys it protects."""
-
-
-@master_key.command("generate")
-@click.option("--file", "path", type=click.Path(path_type=Path), help="write to FILE (mode 0600)")
-def master_key_generate(path: Path | None) -> None:
-    """Print a new random master key (or write it to a new file)."""
-    from ..server.crypto.masterkey import create_key_file, generate_master_key
-
-    private_files()
-    if path is None:
-        click.echo(generate_master_key())
-        return
-    if not create_key_file(path):
-        fail(f"{path} exists; refusing to overwrite a master key", code=2)
-    err.print(f"wrote a new master key to {path}", highlight=False)
-
-
-@master_key.command("rotate")
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=500,
-    show_default=True,
-    help="data keys per transaction",
-)
-def master_key_rotate(batch_size: int) -> None:
-    """Add a new key-encryption key and rewrap every data key under it.
-
-    Safe to interrupt: running it again finishes the interrupted rotation. Secrets stay
-    readable throughout, by running servers too.
-    """
-    from ..server.crypto.rotation import rotate
-
-    services = open_services_or_fail(load_settings())
-    try:
-        report = rotate(
-            services.store,
-            services.barrier,
-            batch_size=batch_size,
-            on_batch=lambda n: err.print(f"rewrapped {n} data keys", highlight=False),
-        )
-    finally:
-        services.store.close()
-    verb = "resumed and finished" if report.resumed else "finished"
-    err.print(
-        f"rotation {verb}: {report.rewrapped} data keys rewrapped under KEK "
-        f"{report.active_kek_id}; retired KEKs: {report.retired_kek_ids or 'none'}",
-        highlight=False,
-    )
-
-
-@master_key.command("status")
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
-def master_key_status(as_json: bool) -> None:
-    """Show the keyring: each KEK's state and how many data keys it wraps."""
-    services = open_services_or_fail(load_settings())
-    try:
-        with services.store.read() as tx:
-            entries = tx.keyring.entries()
-            counts = tx.secrets.count_versions_by_kek()
-    finally:
-        services.store.close()
-    rows: list[dict[str, Any]] = [
-        {
-            "kek_id": e.id,
-            "state": e.state,
-            "data_keys": counts.get(e.id, 0),
-            "created_at": e.created_at.isoformat(),
-        }
-        for e in entries
-    ]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    table = Table("KEK", "state", "data keys", "created")
-    for row in rows:
-        table.add_row(
-            str(row["kek_id"]), row["state"], str(row["data_keys"]), row["created_at"][:19]
-        )
-    out.print(table)

@@ -13,7 +13,9 @@ from .. import __version__
 from .api import audit as audit_routes
 from .api import health
 from .api import julep as julep_routes
+from .api import keys as key_routes
 from .api import secrets as secret_routes
+from .api import sessions as session_routes
 from .api import tasks as task_routes
 from .api.errors import install_error_handlers
 from .api.middleware import AddressLimit, BodyLimit, HeaderLimit, RequestContext
@@ -24,19 +26,24 @@ from .services import Services
 def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     """The whole server over ``services``: routes, limits, error envelope, and (unless
     ``run_engine`` is False, for an app that only answers requests, as in-process tests
-    use it) this process's execution engine, started and stopped with the app."""
+    use it) this process's execution engine and barrier heartbeat, started and stopped
+    with the app."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if not run_engine:
             yield
             return
-        # DBOS's launch does blocking I/O (its database, recovery): off the event loop.
-        await run_in_threadpool(services.engine.start)
+        services.heartbeat.start()
         try:
-            yield
+            # DBOS's launch does blocking I/O (its database, recovery): off the event loop.
+            await run_in_threadpool(services.engine.start)
+            try:
+                yield
+            finally:
+                await run_in_threadpool(services.engine.stop)
         finally:
-            await run_in_threadpool(services.engine.stop)
+            await run_in_threadpool(services.heartbeat.stop)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -60,6 +67,8 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     app.include_router(health.router)
     app.include_router(secret_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(session_routes.router)
+    app.include_router(key_routes.router)
     app.include_router(task_routes.router)
     app.include_router(task_routes.executions_router)
     app.include_router(julep_routes.router)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .auth import Caller, Scope, require
-from .storage import AuditEvent, Page, Store
+from .storage import AuditEvent, AuditFilter, Page, Store
 from .trail import Action
 
 
@@ -12,21 +14,13 @@ class AuditService:
         self.store = store
 
     def list_events(
-        self,
-        caller: Caller,
-        *,
-        limit: int,
-        offset: int,
-        secret_name: str | None = None,
-        action: Action | None = None,
+        self, caller: Caller, *, limit: int, offset: int, where: AuditFilter | None = None
     ) -> Page[AuditEvent]:
-        """The caller's tenant's audit trail, newest first (needs ``audit:read``)."""
+        """The caller's tenant's audit trail, newest first (needs ``audit:read``); a key
+        with a rule sees only the events about secrets it reaches."""
         require(self.store, caller, Scope.AUDIT_READ, Action.AUDIT_READ)
+        where = where or AuditFilter()
+        if caller.rule is not None:
+            where = replace(where, rule=caller.rule)
         with self.store.read() as tx:
-            return tx.audit.page(
-                caller.tenant_id,
-                limit=limit,
-                offset=offset,
-                secret_name=secret_name,
-                action=action.value if action else None,
-            )
+            return tx.audit.page(caller.tenant_id, limit=limit, offset=offset, where=where)

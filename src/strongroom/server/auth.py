@@ -7,11 +7,15 @@ through :func:`require`, so that every refusal is decided, worded and audited al
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from . import trail
 from .errors import Forbidden
+from .rules import ResourceRule
 from .storage import Store
 from .trail import Action, Actor
 
@@ -24,6 +28,7 @@ class Scope(StrEnum):
     SECRETS_ADMIN = "secrets:admin"  # loosen a secret's usage policy
     TASKS_RUN = "tasks:run"  # tasks and executions: use secrets, never read them
     AUDIT_READ = "audit:read"
+    KEYS_ADMIN = "keys:admin"  # issue, change, rotate and revoke keys no wider than itself
     ALL = "*"
 
 
@@ -42,6 +47,13 @@ def grants(scopes: tuple[str, ...], needed: Scope) -> bool:
     return Scope.ALL in scopes or needed in scopes
 
 
+def scopes_within(inner: tuple[str, ...], outer: tuple[str, ...]) -> bool:
+    """Whether a key of scopes ``inner`` may do nothing one of ``outer`` may not."""
+    if Scope.ALL in outer:
+        return True
+    return Scope.ALL not in inner and set(inner) <= set(outer)
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """The authenticated key a request acts as, and where the request came from."""
@@ -52,14 +64,26 @@ class Caller:
     scopes: tuple[str, ...]
     request_id: str | None = None
     client_addr: str | None = None
+    key_name: str | None = None
+    # Which of the tenant's secrets the key reaches (rules.py); None: all of them.
+    rule: ResourceRule | None = None
+    expires_at: dt.datetime | None = None
 
     def may(self, scope: Scope) -> bool:
         return grants(self.scopes, scope)
 
+    def reaches(self, name: str, metadata: Mapping[str, Any]) -> bool:
+        return self.rule is None or self.rule.admits(name, metadata)
+
+    def reaches_name(self, name: str) -> bool:
+        """Whether a secret of this name can be in reach; decided by the name alone, so a
+        refusal on it tells the caller nothing about which secrets exist."""
+        return self.rule is None or self.rule.admits_name(name)
+
     @property
     def actor(self) -> Actor:
         """The caller as the audit trail names it."""
-        return Actor(self.tenant_id, self.key_id, self.request_id, self.client_addr)
+        return Actor(self.tenant_id, self.key_id, self.request_id, self.client_addr, self.key_name)
 
 
 def require(
@@ -83,3 +107,9 @@ def require(
             ),
         )
     raise Forbidden(f"this API key lacks the {scope.value!r} scope")
+
+
+def outside_rule(caller: Caller, name: str) -> Forbidden:
+    """A refusal of a secret name the caller's rule cannot reach (by the name alone)."""
+    assert caller.rule is not None
+    return Forbidden(f"secret {name!r} is outside this API key's reach ({caller.rule.describe()})")

@@ -26,6 +26,12 @@ class ServiceError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def outcome(self) -> str:
+        """What the audit trail records of this failure: its code, unless the answer
+        hides what happened (see :class:`Unreachable`)."""
+        return self.code
+
 
 class ValidationFailed(ServiceError):
     code = "validation_error"
@@ -43,6 +49,18 @@ class ValidationFailed(ServiceError):
         first = details[0] if details else Detail("body", "invalid request")
         more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
         return cls(f"{first.location}: {first.message}{more}", details)
+
+
+class Unreachable(ServiceError):
+    """A secret outside the caller key's rule, answered exactly as a missing one (404) so
+    that the key does not learn it exists; the trail records what it was: forbidden."""
+
+    code = "not_found"
+    status = 404
+
+    @property
+    def outcome(self) -> str:
+        return "forbidden"
 
 
 class Unauthorized(ServiceError):

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from . import trail
 from .crypto import IntegrityFailure, Keyring, SealContext
+from .rules import ResourceRule
 from .storage import SecretRecord, StoredVersion, Transaction
 from .trail import Action, Actor
 
@@ -56,6 +57,7 @@ class Refusal(StrEnum):
     """Why no value was revealed; its ``outcome`` is what the audit record says."""
 
     MISSING = "missing"  # no such secret
+    OUT_OF_REACH = "out_of_reach"  # outside the rule of the key it is revealed for
     NO_VERSION = "no_version"  # the secret exists, the version asked for does not
     USE_ONLY = "use_only"  # its policy says readable: false, and this is a READ
     DAMAGED = "damaged"  # the stored ciphertext failed authentication
@@ -67,6 +69,7 @@ class Refusal(StrEnum):
 
 _OUTCOMES = {
     Refusal.MISSING: "not_found",
+    Refusal.OUT_OF_REACH: "forbidden",
     Refusal.NO_VERSION: "not_found",
     Refusal.USE_ONLY: "forbidden",
     Refusal.DAMAGED: "internal_error",
@@ -96,10 +99,12 @@ def reveal(
     purpose: Purpose,
     version: int | None = None,
     detail: str | None = None,
+    rule: ResourceRule | None = None,
 ) -> Revealed:
     """Open secret ``name`` of the actor's tenant (its latest version unless ``version``)
     and record the read, whatever its outcome, in ``tx``: the caller commits both or
-    neither. ``detail`` is the record's detail (by default the version read)."""
+    neither. ``detail`` is the record's detail (by default the version read). A secret
+    outside ``rule`` (the actor's key's) is refused before anything else is looked at."""
     if actor.tenant_id is None:
         raise ValueError("a value is revealed only to an actor of a tenant")
     secret = tx.secrets.by_name(actor.tenant_id, name)
@@ -109,6 +114,8 @@ def reveal(
     refusal: Refusal | None = None
     if secret is None:
         refusal = Refusal.MISSING
+    elif rule is not None and not rule.admits(secret.name, secret.metadata):
+        refusal = Refusal.OUT_OF_REACH
     elif purpose is Purpose.READ and not secret.policy.readable:
         refusal = Refusal.USE_ONLY  # before any version is looked at, or opened
     elif stored is None:
@@ -124,7 +131,9 @@ def reveal(
                 extra={"secret_id": secret.id, "version": wanted},
             )
             refusal = Refusal.DAMAGED
-    if detail is None and secret is not None:
+    if refusal is Refusal.OUT_OF_REACH:
+        detail = "outside the key's rule"
+    elif detail is None and secret is not None:
         detail = f"version {wanted}"
     trail.record(
         tx,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from . import trail
-from .auth import Caller, Scope, require
+from .auth import Caller, Scope, outside_rule, require
 from .crypto import Keyring
 from .errors import (
     Conflict,
@@ -30,6 +30,7 @@ from .errors import (
     NotFound,
     PreconditionFailed,
     ServiceError,
+    Unreachable,
     ValidationFailed,
 )
 from .ids import new_id
@@ -136,6 +137,11 @@ def _not_found(name: str) -> NotFound:
     return NotFound(f"secret {name!r} does not exist")
 
 
+def _unreachable(name: str) -> Unreachable:
+    """A secret outside the key's rule: worded as a missing one, so existence stays hidden."""
+    return Unreachable(f"secret {name!r} does not exist")
+
+
 @dataclass(frozen=True)
 class _Target:
     """The secret a call names: by name (``/v1``) or by id (``/julep``), in the caller's
@@ -155,6 +161,9 @@ class _Target:
             return NotFound(f"no secret has id {self.id!r}")
         assert self.name is not None
         return _not_found(self.name)
+
+    def unreachable(self) -> Unreachable:
+        return Unreachable(str(self.not_found()))
 
 
 @dataclass
@@ -210,12 +219,38 @@ class SecretService:
             event = trail.event(
                 caller.actor,
                 attempt.action,
-                error.code,
+                error.outcome,
                 secret_name=attempt.secret_name,
                 secret_id=attempt.secret_id,
             )
             trail.record_alone(self.store, event)
             raise
+
+    def _reach_name(self, caller: Caller, action: Action, name: str | None) -> None:
+        """403 when the caller's rule cannot reach a secret of this name, audited. Decided
+        by the name alone, before any look-up: the answer says nothing of what exists."""
+        if name is None or caller.reaches_name(name):
+            return
+        trail.record_alone(
+            self.store,
+            trail.event(
+                caller.actor, action, "forbidden", secret_name=name, detail="outside the key's rule"
+            ),
+        )
+        raise outside_rule(caller, name)
+
+    @staticmethod
+    def _stays_in_reach(caller: Caller, before: str, secret: SecretRecord) -> None:
+        """A change may not take a secret out of the key's reach (a rename out of its
+        globs, metadata that leaves its selector): raised inside the write, so nothing of
+        the call is kept."""
+        if caller.reaches(secret.name, secret.metadata):
+            return
+        assert caller.rule is not None
+        raise Forbidden(
+            f"this change would take secret {before!r} out of this API key's reach "
+            f"({caller.rule.describe()})"
+        )
 
     @staticmethod
     def _succeeded(
@@ -257,6 +292,17 @@ class SecretService:
         secret has no earlier policy to loosen."""
         check_value(value, self.max_value_bytes)
         require(self.store, caller, Scope.SECRETS_WRITE, Action.CREATE, secret_name=name)
+        self._reach_name(caller, Action.CREATE, name)
+        if caller.rule is not None and not caller.rule.admits_metadata(metadata or {}):
+            problem = Forbidden(
+                f"a secret this API key creates must be within its reach "
+                f"({caller.rule.describe()}): give it that metadata"
+            )
+            trail.record_alone(
+                self.store,
+                trail.event(caller.actor, Action.CREATE, "forbidden", secret_name=name),
+            )
+            raise problem
 
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
@@ -284,11 +330,18 @@ class SecretService:
 
     def get(self, caller: Caller, name: str, version: int | None = None) -> RevealedSecret:
         require(self.store, caller, Scope.SECRETS_READ, Action.READ, secret_name=name)
+        self._reach_name(caller, Action.READ, name)
         with self.store.write() as tx:
             found = reveal(
-                tx, self.keyring, caller.actor, name, purpose=Purpose.READ, version=version
+                tx,
+                self.keyring,
+                caller.actor,
+                name,
+                purpose=Purpose.READ,
+                version=version,
+                rule=caller.rule,
             )
-        if found.refusal is Refusal.MISSING:
+        if found.refusal in (Refusal.MISSING, Refusal.OUT_OF_REACH):
             raise _not_found(name)
         if found.refusal is Refusal.USE_ONLY:
             raise use_only(name)
@@ -313,23 +366,32 @@ class SecretService:
         require(self.store, caller, Scope.SECRETS_READ, Action.LIST)
         with self.store.read() as tx:
             return tx.secrets.page(
-                caller.tenant_id, limit=limit, offset=offset, metadata_filter=metadata_filter
+                caller.tenant_id,
+                limit=limit,
+                offset=offset,
+                metadata_filter=metadata_filter,
+                rule=caller.rule,
             )
 
     def list_newest_first(self, caller: Caller, *, limit: int, offset: int) -> Page[SecretRecord]:
         """The tenant's secrets, most recently created first (the Julep surface's order)."""
         require(self.store, caller, Scope.SECRETS_READ, Action.LIST)
         with self.store.read() as tx:
-            return tx.secrets.page_newest_first(caller.tenant_id, limit=limit, offset=offset)
+            return tx.secrets.page_newest_first(
+                caller.tenant_id, limit=limit, offset=offset, rule=caller.rule
+            )
 
     def versions(self, caller: Caller, name: str) -> list[VersionRecord]:
         require(self.store, caller, Scope.SECRETS_READ, Action.VERSIONS, secret_name=name)
+        self._reach_name(caller, Action.VERSIONS, name)
 
         def work() -> list[VersionRecord]:
             with self.store.read() as tx:
                 secret = tx.secrets.by_name(caller.tenant_id, name)
                 if secret is None:
                     raise _not_found(name)
+                if not caller.reaches(secret.name, secret.metadata):
+                    raise _unreachable(name)
                 if not secret.policy.readable:
                     raise use_only(name)
                 return tx.secrets.list_versions(secret.id)
@@ -408,6 +470,7 @@ class SecretService:
             secret_name=target.name,
             secret_id=target.id,
         )
+        self._reach_name(caller, attempt.action, target.name)
 
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
@@ -416,6 +479,8 @@ class SecretService:
                     current = target.find(tx, caller.tenant_id)
                     if current is None:
                         raise target.not_found()
+                    if not caller.reaches(current.name, current.metadata):
+                        raise target.unreachable()
                     name = current.name
                     if target.id is not None:
                         attempt.secret_name = name
@@ -454,6 +519,7 @@ class SecretService:
                         # was); the call is still recorded, as every write call is.
                         self._succeeded(tx, caller, Action.UPDATE, current, "no change")
                         return current
+                    self._stays_in_reach(caller, name, changed)
                     tx.secrets.update(changed)
                     if value is not None:
                         self._seal_version(tx, caller, changed, value, now)
@@ -491,8 +557,18 @@ class SecretService:
         """
         check_value(value, self.max_value_bytes)
         require(self.store, caller, Scope.SECRETS_WRITE, Action.UPDATE, secret_name=name)
+        self._reach_name(caller, Action.UPDATE, name)
         with self.store.read() as tx:
-            exists = tx.secrets.by_name(caller.tenant_id, name) is not None
+            found = tx.secrets.by_name(caller.tenant_id, name)
+        exists = found is not None
+        if found is not None and not caller.reaches(found.name, found.metadata):
+            # A put creates when nothing has the name: the name being taken cannot be
+            # hidden (a create would say so too), its holder's content is.
+            trail.record_alone(
+                self.store,
+                trail.event(caller.actor, Action.UPDATE, "forbidden", secret_name=name),
+            )
+            raise Conflict(f"secret {name!r} already exists, outside this API key's reach")
         if not exists and expected_version is None:
             try:
                 created = self.create(
@@ -540,6 +616,7 @@ class SecretService:
             secret_name=target.name,
             secret_id=target.id,
         )
+        self._reach_name(caller, Action.DELETE, target.name)
 
         def work() -> DeletedSecret:
             now = dt.datetime.now(dt.UTC)
@@ -547,6 +624,8 @@ class SecretService:
                 secret = target.find(tx, caller.tenant_id)
                 if secret is None:
                     raise target.not_found()
+                if not caller.reaches(secret.name, secret.metadata):
+                    raise target.unreachable()
                 if target.id is not None:
                     attempt.secret_name = secret.name
                 _check_version(secret, expected_version)

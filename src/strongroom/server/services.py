@@ -4,21 +4,26 @@
 service on it; the HTTP layer (``app.py``) and the commands only use what it returns.
 This process's execution engine is part of it but does not run until it is started: by
 the app's lifespan (``strongroom serve``) or by ``strongroom worker``. Until then an
-execution waits queued, for whichever engine picks it up.
+execution waits queued, for whichever engine picks it up. The barrier's heartbeat
+(:mod:`.crypto.heartbeat`) is started the same way, by the long-running processes only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .apikeys import KeyService
 from .audit import AuditService
-from .crypto import Barrier, load_master_key
-from .crypto.masterkey import key_file_is_private
+from .crypto import Barrier
+from .crypto.heartbeat import Heartbeat
+from .crypto.masterkey import key_file_is_private, load_master_keys, read_key_file
 from .secrets import SecretService
+from .sessions import SessionService
 from .settings import Settings
 from .storage import Store, open_store
 from .tasks.limits import TaskLimits
@@ -83,11 +88,21 @@ class Services:
     secrets: SecretService
     tasks: TaskService
     audit: AuditService
+    sessions: SessionService
+    keys: KeyService
     engine: EngineHost
+    heartbeat: Heartbeat
 
     def close(self) -> None:
-        """Stop the engine if it runs, and close the database."""
+        """Stop the heartbeat and the engine if they run, leave the barrier's holders,
+        and close the database."""
+        self.heartbeat.stop()
         self.engine.stop()
+        try:
+            self.barrier.release()
+        except Exception:
+            # Its row goes stale and counts as gone after a few heartbeat intervals.
+            log.warning("could not remove this process from the barrier holders", exc_info=True)
         self.store.close()
 
 
@@ -97,12 +112,11 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
     Raises :class:`~strongroom.server.crypto.MasterKeyError` or
     :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served.
     """
-    if master_key is None:
-        master_key = _master_key(settings)
+    master_keys = _master_keys(settings) if master_key is None else [master_key]
     store: Store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         store.migrate()
-        barrier = Barrier(master_key, store)
+        barrier = Barrier(master_keys, store, key_source=_key_source(settings, master_key))
         keyring = barrier.unseal()
     except BaseException:
         store.close()
@@ -119,11 +133,16 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
         secrets=SecretService(store, keyring, max_value_bytes=settings.max_value_bytes),
         tasks=TaskService(store, engine, limits=limits),
         audit=AuditService(store),
+        sessions=SessionService(
+            store, barrier, lifetime=dt.timedelta(seconds=settings.session_seconds)
+        ),
+        keys=KeyService(store, barrier),
         engine=engine,
+        heartbeat=Heartbeat(barrier, settings.barrier_heartbeat_seconds),
     )
 
 
-def _master_key(settings: Settings) -> bytes:
+def _master_keys(settings: Settings) -> list[bytes]:
     key_file = settings.master_key_file
     shared_key_file = (
         settings.master_key is None
@@ -136,10 +155,19 @@ def _master_key(settings: Settings) -> bytes:
             "the master key file is readable by other users; chmod 600 it",
             extra={"path": str(key_file)},
         )
-    return load_master_key(
+    return load_master_keys(
         settings.master_key.get_secret_value() if settings.master_key else None,
         settings.master_key_file,
     )
+
+
+def _key_source(settings: Settings, given: bytes | None) -> Callable[[], list[bytes]] | None:
+    """Where the heartbeat rereads the master keys: the key file, when they come from one
+    (a variable cannot change under a running process)."""
+    file = settings.master_key_file
+    if given is not None or settings.master_key is not None or file is None:
+        return None
+    return lambda: read_key_file(file)
 
 
 def task_limits(settings: Settings) -> TaskLimits:

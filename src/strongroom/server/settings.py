@@ -25,7 +25,17 @@ class Settings(BaseSettings, AllToolSettings):
         description="sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
     )
     master_key: SecretStr | None = Field(None, description="base64 of 32 random bytes")
-    master_key_file: Path | None = Field(None, description="file holding the base64 master key")
+    master_key_file: Path | None = Field(
+        None,
+        description="file holding the base64 master key (two lines, old and new, during a rekey)",
+    )
+    barrier_heartbeat_seconds: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="how often a server or worker marks itself alive and rereads its master "
+        "key file; one silent for 3 intervals counts as gone (docs/rekey.md)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body")
@@ -47,6 +57,13 @@ class Settings(BaseSettings, AllToolSettings):
     forwarded_allow_ips: str = Field(
         "",
         description="proxies whose X-Forwarded-For names the client (comma-separated IPs or *)",
+    )
+    # -- browser sessions -------------------------------------------------------------------
+    session_seconds: int = Field(
+        8 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="lifetime of a browser session (POST /v1/sessions), 1 minute to 7 days",
     )
     # -- tasks ------------------------------------------------------------------------------
     task_max_steps: int = Field(100, ge=1, le=10_000, description="steps in one task")

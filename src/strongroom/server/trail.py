@@ -29,10 +29,17 @@ class Action(StrEnum):
     RENAME = "secret.rename"
     DELETE = "secret.delete"
     AUDIT_READ = "audit.read"
+    KEY_CREATE = "key.create"
+    KEY_UPDATE = "key.update"
+    KEY_ROTATE = "key.rotate"
+    KEY_REVOKE = "key.revoke"
+    KEY_LIST = "key.list"
     TASK_CREATE = "task.create"
     TASK_DELETE = "task.delete"
     TASK_EXECUTE = "task.execute"
     EXECUTION_CANCEL = "execution.cancel"
+    SESSION_CREATE = "session.create"  # a browser session started with an API key
+    SESSION_END = "session.end"  # its logout
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +51,12 @@ class Actor:
     key_id: str | None
     request_id: str | None = None
     client_addr: str | None = None
+    key_name: str | None = None  # as the key is named now: the record keeps it
 
     @classmethod
-    def on_behalf(cls, tenant_id: str, key_id: str | None) -> Actor:
+    def on_behalf(cls, tenant_id: str, key_id: str | None, key_name: str | None = None) -> Actor:
         """A task execution of ``tenant_id``, acting for the key that started it."""
-        return cls(tenant_id, key_id)
+        return cls(tenant_id, key_id, key_name=key_name)
 
 
 def event(
@@ -64,6 +72,7 @@ def event(
         occurred_at=dt.datetime.now(dt.UTC),
         tenant_id=actor.tenant_id,
         key_id=actor.key_id,
+        key_name=actor.key_name,
         action=action.value,
         outcome=outcome,
         secret_name=secret_name,

@@ -7,17 +7,23 @@ import type { Operation } from "../operation.js";
 import { walk } from "../pages.js";
 import type { Transport } from "../transport.js";
 import type { AuditList, AuditListParams, AuditRecord, RequestOptions } from "../types.js";
-import { listFromWire, queryString } from "../wire.js";
+import { listFromWire, queryString, timeToWire } from "../wire.js";
 
-function listAudit(
-  limit: number | undefined,
-  offset: number | undefined,
-  secret: string | undefined,
-  action: string | undefined,
-): Operation<AuditList> {
+function listAudit(params: AuditListParams): Operation<AuditList> {
+  const { limit, offset, secret, action, result, keyId, since, until } = params;
+  const query = {
+    limit,
+    offset,
+    secret,
+    action,
+    result,
+    key_id: keyId,
+    since: since === undefined ? undefined : timeToWire(since, "since"),
+    until: until === undefined ? undefined : timeToWire(until, "until"),
+  };
   return {
     method: "GET",
-    path: "/v1/audit" + queryString({ limit, offset, secret, action }),
+    path: "/v1/audit" + queryString(query),
     idempotent: true,
     parse: listFromWire<AuditList>,
   };
@@ -31,9 +37,13 @@ export class Audit {
     this.#transport = transport;
   }
 
+  /**
+   * One page of the trail, newest first. Each filter given must hold: `secret`, `action`
+   * (`secret.read`), `result` (`success` or an error code), `keyId`, `since` (at or
+   * after) and `until` (before), the times as `Date`s or RFC 3339 strings with a zone.
+   */
   async list(params: AuditListParams = {}, options?: RequestOptions): Promise<AuditList> {
-    const { limit, offset, secret, action } = params;
-    return this.#transport.send(listAudit(limit, offset, secret, action), options);
+    return this.#transport.send(listAudit(params), options);
   }
 
   /** Every matching audit record, fetching the pages as the loop goes. */

@@ -1,25 +1,23 @@
-"""Request dependencies every route shares: the services, the caller behind the API key, and
-the common parameters (``Auth``, ``Svc``, ``Limit``, ``Offset``)."""
+"""Request dependencies every route shares: the services, the caller behind the API key (or
+the session cookie standing for one), and the common parameters (``Auth``, ``Svc``,
+``Limit``, ``Offset``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
-from .. import trail
 from ..apikeys import format_problem
 from ..auth import Caller
-from ..errors import RateLimited, Unauthorized
-from ..logs import request_id_var
-from ..ratelimit import RateLimiter, Refusal
+from ..errors import ValidationFailed
 from ..services import Services
-from ..trail import Action, Actor
+from .callers import admit, refuse, services_of, too_many
+from .session_auth import authenticate_session
 
-
-def services_of(request: Request) -> Services:
-    found: Services = request.app.state.services
-    return found
+__all__ = ["Auth", "Limit", "Offset", "Svc", "authenticate", "known_query_only", "too_many"]
 
 
 async def services(request: Request) -> Services:
@@ -29,67 +27,53 @@ async def services(request: Request) -> Services:
     return services_of(request)
 
 
-def limiter_of(request: Request) -> RateLimiter:
-    found: RateLimiter = request.app.state.limiter
-    return found
-
-
-def too_many(refusal: Refusal) -> RateLimited:
-    return RateLimited(
-        f"{refusal.message}; retry in {refusal.retry_after} s",
-        headers={"Retry-After": str(refusal.retry_after)},
-    )
-
-
-def _client_addr(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-def _refuse(
-    request: Request, reason: str, *, tenant_id: str | None = None, key_id: str | None = None
-) -> Unauthorized:
-    limiter_of(request).authentication_failed(_client_addr(request) or "")
-    actor = Actor(tenant_id, key_id, request_id_var.get(), _client_addr(request))
-    trail.record_alone(
-        services_of(request).store,
-        trail.event(actor, Action.AUTHENTICATE, "unauthorized", detail=reason),
-    )
-    return Unauthorized(reason, headers={"WWW-Authenticate": 'Bearer realm="strongroom"'})
-
-
 def authenticate(request: Request) -> Caller:
     """The caller an ``Authorization: Bearer <key>`` header names, or 401."""
     header = request.headers.get("authorization")
     if not header:
-        raise _refuse(request, "missing API key: send 'Authorization: Bearer <key>'")
+        # No key sent: a browser's session cookie may stand for one. With a header, the
+        # header is the credential and a cookie beside it is ignored.
+        caller = authenticate_session(request)
+        if caller is not None:
+            return caller
+        raise refuse(request, "missing API key: send 'Authorization: Bearer <key>'")
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
-        raise _refuse(request, "the Authorization header must be 'Bearer <key>'")
+        raise refuse(request, "the Authorization header must be 'Bearer <key>'")
     problem = format_problem(key)
     if problem is not None:
-        raise _refuse(request, problem)
+        raise refuse(request, problem)
     running = services_of(request)
     key_hash = running.barrier.hash_api_key(key)
     with running.store.read() as tx:
         record = tx.apikeys.by_hash(key_hash)
     if record is None:
-        raise _refuse(request, "API key is not recognised")
-    if record.revoked_at is not None:
-        raise _refuse(
-            request, "API key has been revoked", tenant_id=record.tenant_id, key_id=record.id
+        raise refuse(request, "API key is not recognised")
+    return admit(request, record)
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+def known_query_only(request: Request) -> None:
+    """422 for a query parameter the route does not take, as for an unknown body field: a
+    mistyped filter (``?secert=x``) must not quietly answer everything."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    allowed = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise ValidationFailed.at(
+            f"query.{unknown[0]}",
+            f"unknown query parameter {unknown[0]!r}; this route takes: "
+            + (", ".join(sorted(allowed)) or "none"),
         )
-    refusal = limiter_of(request).key_request(record.id)
-    if refusal is not None:
-        raise too_many(refusal)
-    return Caller(
-        tenant_id=record.tenant_id,
-        tenant_name=record.tenant_name,
-        key_id=record.id,
-        scopes=record.scopes,
-        request_id=request_id_var.get(),
-        client_addr=_client_addr(request),
-    )
 
 
 # The parameters routes share, declared once.

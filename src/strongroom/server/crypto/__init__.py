@@ -1,7 +1,9 @@
 """Encryption at rest, in Vault/OpenBao's layers: the barrier (:mod:`.barrier`) holds the
 master key and unseals the keyring (:mod:`.keyring`) of KEKs, which encrypts, decrypts
 and rewraps sealed data bound to its :class:`SealContext` (:mod:`.context`); rotation
-(:mod:`.rotation`) moves every data key to a new KEK.
+(:mod:`.rotation`) moves every data key to a new KEK, and a rekey (:mod:`.rekey`) moves
+the KEKs and the barrier to a new master key, with the processes' heartbeat
+(:mod:`.heartbeat`) telling it who holds which key.
 """
 
 from .barrier import Barrier, KeyringDamaged, UnsealError, WrongMasterKey

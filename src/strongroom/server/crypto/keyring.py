@@ -7,6 +7,10 @@ rewraps a DEK under another KEK without touching the value's ciphertext.
 The keyring knows no storage and no master key: the barrier (:mod:`.barrier`) unwraps
 the KEKs and loads them here, and loads them again when the keyring meets one it does not
 know (another process rotated).
+
+A retired KEK (one rotation drained: no data key was left under it) is never used again.
+A data key still wrapped under it was put there behind rotation's back (a row restored
+from an old backup, or written by hand), and is refused rather than opened.
 """
 
 from __future__ import annotations
@@ -26,17 +30,26 @@ class Keyring:
         """``reload``, when given, is called on meeting an unknown KEK id, to :meth:`load`
         the KEKs again; an id still unknown after it is an ``IntegrityFailure``."""
         self._keks: dict[int, AESGCM] = {}
+        self._refused: dict[int, str] = {}
         self._reload = reload
 
-    def load(self, keks: Mapping[int, bytes]) -> None:
-        """Hold these KEKs (by id) instead of the ones held so far."""
+    def load(self, keks: Mapping[int, bytes], refused: Mapping[int, str] | None = None) -> None:
+        """Hold these KEKs (by id) instead of the ones held so far. ``refused`` names the
+        KEKs that are known but must not be used, by id, with why ("retired")."""
         self._keks = {kek_id: AESGCM(kek) for kek_id, kek in keks.items()}
+        self._refused = dict(refused or {})
 
     def _kek(self, kek_id: int) -> AESGCM:
         kek = self._keks.get(kek_id)
-        if kek is None and self._reload is not None:
+        if kek is None and kek_id not in self._refused and self._reload is not None:
             self._reload()
             kek = self._keks.get(kek_id)
+        if kek is None and kek_id in self._refused:
+            raise IntegrityFailure(
+                f"data key is wrapped under {self._refused[kek_id]} KEK {kek_id}: rotation "
+                "left no data key under it, so this row was restored or written around the "
+                "keyring; refusing it"
+            )
         if kek is None:
             raise IntegrityFailure(f"data key is wrapped under unknown KEK {kek_id}")
         return kek

@@ -2,15 +2,16 @@
 
 A :class:`Store` opens transactions; a :class:`Transaction` offers each area's verbs:
 ``tx.secrets`` (:mod:`.secrets`), ``tx.keyring`` (:mod:`.keyring`), ``tx.apikeys``
-(:mod:`.apikeys`), ``tx.tasks`` (:mod:`.tasks`), ``tx.executions`` (:mod:`.executions`)
-and ``tx.audit`` (:mod:`.audit`). An area module holds its records, its interface and
-its SQL implementation; what differs between the databases is :mod:`.dialect`'s.
+(:mod:`.apikeys`), ``tx.tasks`` (:mod:`.tasks`), ``tx.executions`` (:mod:`.executions`),
+``tx.audit`` (:mod:`.audit`) and ``tx.sessions`` (:mod:`.sessions`). An area module
+holds its records, its interface and its SQL implementation; what differs between the
+databases is :mod:`.dialect`'s.
 """
 
 from __future__ import annotations
 
 from .apikeys import ApiKeyRecord, Tenant
-from .audit import AuditEvent
+from .audit import AuditEvent, AuditFilter
 from .errors import (
     NameTaken,
     StorageError,
@@ -24,6 +25,7 @@ from .keyring import BarrierRow, KeyringEntry
 from .page import Page
 from .sealed import Sealed, SealedRow
 from .secrets import SecretRecord, StoredVersion, VersionRecord
+from .sessions import SessionRecord
 from .store import Store, Transaction
 from .tasks import TaskRecord
 
@@ -47,6 +49,7 @@ def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
 __all__ = [
     "ApiKeyRecord",
     "AuditEvent",
+    "AuditFilter",
     "BarrierRow",
     "ExecutionRecord",
     "KeyringEntry",
@@ -55,6 +58,7 @@ __all__ = [
     "Sealed",
     "SealedRow",
     "SecretRecord",
+    "SessionRecord",
     "StepRecord",
     "StorageError",
     "StorageFull",

@@ -15,8 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
+from ..rules import ResourceRule
 from . import schema as t
 from .dialect import SQLArea
+from .page import Page
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,13 @@ class ApiKeyRecord:
     scopes: tuple[str, ...]
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    rule: ResourceRule | None = None
+    expires_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+    created_by: str | None = None
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class ApiKeyStorage(ABC):
@@ -57,6 +66,28 @@ class ApiKeyStorage(ABC):
 
     @abstractmethod
     def by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+    @abstractmethod
+    def by_id(self, key_id: str, tenant_id: str | None = None) -> ApiKeyRecord | None:
+        """The key with that id (of that tenant, when given), revoked ones included."""
+
+    @abstractmethod
+    def update(self, key: ApiKeyRecord) -> None:
+        """Store the key's name, scopes, rule and expiry."""
+
+    @abstractmethod
+    def page(
+        self, tenant_id: str, *, limit: int, offset: int, include_revoked: bool = False
+    ) -> Page[ApiKeyRecord]:
+        """The tenant's keys, oldest first."""
+
+    @abstractmethod
+    def count_active(self, tenant_id: str) -> int:
+        """How many unrevoked keys the tenant holds."""
+
+    @abstractmethod
+    def touch(self, key_id: str, at: dt.datetime) -> None:
+        """Record a use of the key at ``at`` (see ``api/deps.py`` on how rarely)."""
 
     @abstractmethod
     def list_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
@@ -94,6 +125,10 @@ def _api_key(row: Row[Any]) -> ApiKeyRecord:
         scopes=tuple(json.loads(row.scopes)),
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        rule=ResourceRule.from_json(row.rule),
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+        created_by=row.created_by,
     )
 
 
@@ -132,12 +167,58 @@ class SQLApiKeyStorage(SQLArea, ApiKeyStorage):
                 scopes=json.dumps(list(key.scopes)),
                 created_at=key.created_at,
                 revoked_at=key.revoked_at,
+                rule=key.rule.to_json() if key.rule else None,
+                expires_at=key.expires_at,
+                created_by=key.created_by,
             )
         )
 
     def by_hash(self, key_hash: str) -> ApiKeyRecord | None:
         row = self._one(_KEY_BY_HASH, {"key_hash": key_hash})
         return _api_key(row) if row else None
+
+    def by_id(self, key_id: str, tenant_id: str | None = None) -> ApiKeyRecord | None:
+        stmt = _KEYS.where(t.api_keys.c.id == key_id)
+        if tenant_id is not None:
+            stmt = stmt.where(t.api_keys.c.tenant_id == tenant_id)
+        row = self._one(stmt)
+        return _api_key(row) if row else None
+
+    def update(self, key: ApiKeyRecord) -> None:
+        self.conn.execute(
+            t.api_keys.update()
+            .where(t.api_keys.c.id == key.id)
+            .values(
+                name=key.name,
+                scopes=json.dumps(list(key.scopes)),
+                rule=key.rule.to_json() if key.rule else None,
+                expires_at=key.expires_at,
+            )
+        )
+
+    def page(
+        self, tenant_id: str, *, limit: int, offset: int, include_revoked: bool = False
+    ) -> Page[ApiKeyRecord]:
+        k = t.api_keys.c
+        stmt = _KEYS.where(k.tenant_id == tenant_id)
+        if not include_revoked:
+            stmt = stmt.where(k.revoked_at.is_(None))
+        stmt = stmt.order_by(k.created_at, k.id).limit(limit + 1).offset(offset)
+        return Page.cut(self.conn.execute(stmt).all(), limit, _api_key)
+
+    def count_active(self, tenant_id: str) -> int:
+        k = t.api_keys.c
+        stmt = (
+            sa.select(sa.func.count())
+            .select_from(t.api_keys)
+            .where(k.tenant_id == tenant_id, k.revoked_at.is_(None))
+        )
+        return int(self.conn.execute(stmt).scalar_one())
+
+    def touch(self, key_id: str, at: dt.datetime) -> None:
+        self.conn.execute(
+            t.api_keys.update().where(t.api_keys.c.id == key_id).values(last_used_at=at)
+        )
 
     def list_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
         stmt = _KEYS

@@ -51,6 +51,18 @@ class Dialect(ABC):
         """Insert ``rows`` (values of ``columns``, of one table, in their stored form) the
         fastest way the driver has, bypassing SQLAlchemy's per-row work."""
 
+    def name_glob(self, column: sa.ColumnElement[Any], pattern: Any) -> sa.ColumnElement[bool]:
+        """``column`` matches ``pattern`` (a bound :meth:`glob_pattern`), case-sensitively.
+        LIKE, which PostgreSQL's "C" collation makes case-sensitive; SQLite overrides it."""
+        return column.like(pattern, escape="\\")
+
+    def glob_pattern(self, glob: str) -> str:
+        """A rule's name glob (``*``, ``?``, and name characters) as :meth:`name_glob`
+        binds it: LIKE's ``%`` and ``_``, with the names' own ``_`` escaped."""
+        return "".join(
+            "%" if c == "*" else "_" if c == "?" else "\\_" if c == "_" else c for c in glob
+        )
+
     @contextmanager
     def unique_violation_as_name_taken(self) -> Iterator[None]:
         try:

@@ -64,6 +64,12 @@ api_keys = sa.Table(
     sa.Column("scopes", sa.Text(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    # JSON of the key's ResourceRule (auth.py); NULL reaches every secret of the tenant.
+    sa.Column("rule", sa.Text(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    # Written at most once a minute per key (see api/deps.py), not on every request.
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Column("created_by", Id, nullable=True),
 )
 
 # The barrier: ciphertexts only the right master key opens, one per row (the rows are
@@ -74,6 +80,8 @@ barrier = sa.Table(
     sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
     sa.Column("verifier", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # During a rekey: the same plaintext sealed under the incoming master key.
+    sa.Column("next_sealed", sa.LargeBinary(), nullable=True),
 )
 
 # Key-encryption keys, each stored wrapped by the master key.
@@ -85,6 +93,21 @@ keyring = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("retired_at", UTCDateTime(), nullable=True),
+    # During a rekey: the KEK wrapped under the incoming master key.
+    sa.Column("wrapped_next", sa.LargeBinary(), nullable=True),
+)
+
+# The processes that have the barrier open, and which master keys (by id, never the key)
+# each holds; a rekey finishes only when every live one holds the new key.
+barrier_holders = sa.Table(
+    "barrier_holders",
+    metadata,
+    sa.Column("process_id", sa.String(64), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("master_key_ids", sa.Text(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
 )
 
 secrets = sa.Table(
@@ -145,9 +168,12 @@ audit_events = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("client_addr", sa.String(64), nullable=True),
     sa.Column("detail", sa.Text(), nullable=True),
+    # The key's name when the event happened (a later rename does not rewrite history).
+    sa.Column("key_name", sa.String(200), nullable=True),
     sa.Index("ix_audit_tenant", "tenant_id", "id"),
     sa.Index("ix_audit_tenant_secret", "tenant_id", "secret_name", "id"),
     sa.Index("ix_audit_tenant_action", "tenant_id", "action", "id"),
+    sa.Index("ix_audit_tenant_key", "tenant_id", "key_id", "id"),
 )
 
 # -- tasks and executions ---------------------------------------------------------------------
@@ -216,4 +242,19 @@ held_secrets = sa.Table(
     sa.Column("destination", sa.String(64), primary_key=True),
     sa.Column("secret_name", Name, primary_key=True),
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
+)
+
+# A browser's short-lived stand-in for an API key (``POST /v1/sessions``): it acts as its
+# key, and ends at ``expires_at``, at logout, or when the key is revoked. Stored by the
+# hash of its token, never the token.
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", Id, sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("key_id", Id, sa.ForeignKey("api_keys.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_sessions_key", "key_id"),
 )

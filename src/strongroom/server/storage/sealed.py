@@ -44,9 +44,9 @@ class SealedRow:
 
 class SealedTable:
     """A table holding one kind of sealed data in ``kek_id``, ``wrapped_dek`` and
-    ``ciphertext`` columns: how to list its rows under some KEKs, and how to swap a row's
-    wrapped data key. ``tenant`` is the column naming the row's tenant (of a joined
-    table when ``source`` joins one)."""
+    ``ciphertext`` columns: how to list its rows under some KEKs, how to swap a row's
+    wrapped data key, and how many rows each KEK wraps. ``tenant`` is the column naming
+    the row's tenant (of a joined table when ``source`` joins one)."""
 
     def __init__(
         self,
@@ -77,6 +77,10 @@ class SealedTable:
                 c.kek_id == sa.bindparam("b_old_kek_id"),
             )
             .values(kek_id=sa.bindparam("b_kek_id"), wrapped_dek=sa.bindparam("b_wrapped_dek"))
+        )
+        # How many data keys each KEK wraps: what decides whether a retired KEK may go.
+        self.count_by_kek = (
+            sa.select(c.kek_id, sa.func.count()).where(c.ciphertext.is_not(None)).group_by(c.kek_id)
         )
 
     def row(self, found: Row[Any]) -> SealedRow:

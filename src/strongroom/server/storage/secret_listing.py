@@ -8,57 +8,46 @@ by a hash of the entry (:func:`metadata_entry_hash`), so a containment filter wa
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
+from ..metadata_entries import metadata_entry_hash
+from ..rules import ResourceRule
 from . import schema as t
-
-
-def canonical_json(value: Any) -> str:
-    """One spelling per JSON value, so equal values hash alike."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _one_number_type(value: Any) -> Any:
-    """JSON has one number type: ``1`` and ``1.0`` are the same value (a JavaScript client
-    cannot even tell them apart), so a filter on one must find the other."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _one_number_type(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_one_number_type(v) for v in value]
-    return value
-
-
-def metadata_entry_hash(key: str, value: Any) -> bytes:
-    spelled = canonical_json(_one_number_type(value))
-    return hashlib.sha256(key.encode() + b"\x00" + spelled.encode()).digest()
+from .dialect import Dialect
 
 
 def page_rows(
     conn: Connection,
-    lateral: bool,
+    dialect: Dialect,
     tenant_id: str,
     limit: int,
     offset: int,
     metadata_filter: Mapping[str, Any],
+    rule: ResourceRule | None = None,
 ) -> Sequence[Row[Any]]:
     """Up to ``limit`` + 1 rows of ``secrets`` (one more than the page, to tell whether
-    more follow), each holding every entry of ``metadata_filter``."""
-    entries = sorted(metadata_entry_hash(k, v) for k, v in metadata_filter.items())
+    more follow), each holding every entry of ``metadata_filter`` and within ``rule``.
+
+    A rule's selector is more entries to hold (a filter asking another value of the same
+    key then holds nothing, as it should); its globs bound the names walked.
+    """
+    wanted = {metadata_entry_hash(k, v) for k, v in metadata_filter.items()}
+    globs = rule.names if rule else ()
+    if rule:
+        wanted.update(rule.selector_entries())
+    entries = sorted(wanted)
     if len(entries) > 1:
         # The sparsest entry drives the walk (bound as e0); the others are checked.
         driver = sparsest_entry(conn, tenant_id, entries, offset + limit + 1)
         entries.insert(0, entries.pop(driver))
     params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit + 1, "offset": offset}
     params.update((f"e{i}", entry) for i, entry in enumerate(entries))
-    return conn.execute(_list_statement(len(entries), lateral), params).all()
+    params.update((f"g{i}", dialect.glob_pattern(glob)) for i, glob in enumerate(globs))
+    return conn.execute(_list_statement(len(entries), len(globs), dialect), params).all()
 
 
 # How many index steps a multi-entry filter may spend per entry choosing which one drives
@@ -86,8 +75,8 @@ def sparsest_entry(conn: Connection, tenant_id: str, entries: list[bytes], depth
     return max(range(len(entries)), key=lambda i: (kth_names[i], -i))
 
 
-@functools.lru_cache(maxsize=32)
-def _list_statement(entries: int, lateral: bool) -> sa.Select[Any]:
+@functools.lru_cache(maxsize=64)
+def _list_statement(entries: int, globs: int, dialect: Dialect) -> sa.Select[Any]:
     """A page of a tenant's secrets in name order, filtered by ``entries`` metadata entries.
 
     Two steps in one statement: first the page's names, from an index that holds them, so
@@ -104,9 +93,15 @@ def _list_statement(entries: int, lateral: bool) -> sa.Select[Any]:
     index look-ups (3 ms against 0.6 at 10,000 secrets). SQLite has no LATERAL, and looks
     the rows up by index anyway.
 
-    Bound: ``tenant_id``, ``e0``..``e{entries-1}``, ``limit`` and ``offset``. Built once per
-    entry count: building and keying this statement costs more than running it.
+    A key's rule adds ``globs`` name patterns (bound as ``g0``..), one of which each name
+    walked must match: a condition on the index's own name column, so the walk reads no
+    more rows for it.
+
+    Bound: ``tenant_id``, ``e0``..``e{entries-1}``, ``g0``..``g{globs-1}``, ``limit`` and
+    ``offset``. Built once per entry and glob count and dialect: building and keying this
+    statement costs more than running it.
     """
+    lateral = dialect.lateral
     s, m = t.secrets, t.secret_metadata_entries
     tenant: sa.BindParameter[Any] = sa.bindparam("tenant_id")
     if entries == 0:
@@ -131,6 +126,11 @@ def _list_statement(entries: int, lateral: bool) -> sa.Select[Any]:
                 )
                 .exists()
             )
+    if globs:
+        column = names.selected_columns[0]
+        names = names.where(
+            sa.or_(*(dialect.name_glob(column, sa.bindparam(f"g{i}")) for i in range(globs)))
+        )
     page = names.limit(sa.bindparam("limit")).offset(sa.bindparam("offset")).subquery("page")
     if lateral:
         # Names are unique in a tenant: LIMIT 1 changes no answer, only the plan.
@@ -163,3 +163,21 @@ def _probe_statement(entries: int) -> sa.Select[Any]:
         kth = holders.order_by(m.c.name).limit(1).offset(sa.bindparam("k_1")).scalar_subquery()
         probes += [count.label(f"n{i}"), kth.label(f"k{i}")]
     return sa.select(*probes)
+
+
+def within_rule(
+    dialect: Dialect, rule: ResourceRule | None, name: sa.ColumnElement[Any], secret_id: Any
+) -> list[sa.ColumnElement[bool]]:
+    """Conditions that hold for a row about a secret within ``rule`` (none without one):
+    its ``name`` matches a glob, and the secret ``secret_id`` holds every selector entry
+    (a secret since deleted holds none)."""
+    if rule is None:
+        return []
+    found: list[sa.ColumnElement[bool]] = []
+    if rule.names:
+        globs = (dialect.name_glob(name, sa.literal(dialect.glob_pattern(g))) for g in rule.names)
+        found.append(sa.or_(*globs))
+    m = t.secret_metadata_entries
+    for entry in rule.selector_entries():
+        found.append(sa.exists().where(m.c.secret_id == secret_id, m.c.entry_hash == entry))
+    return found

@@ -18,12 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Row
 
+from ..metadata_entries import canonical_json, metadata_entry_hash
 from ..policy import DEFAULT_POLICY, SecretPolicy
+from ..rules import ResourceRule
 from . import schema as t
 from .dialect import SQLArea
 from .page import Page
 from .sealed import Sealed, SealedTable
-from .secret_listing import canonical_json, metadata_entry_hash, page_rows
+from .secret_listing import page_rows, within_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +99,16 @@ class SecretStorage(ABC):
         limit: int,
         offset: int,
         metadata_filter: Mapping[str, Any] | None = None,
+        rule: ResourceRule | None = None,
     ) -> Page[SecretRecord]:
         """The tenant's secrets in name order, those holding every entry of
-        ``metadata_filter`` when given."""
+        ``metadata_filter`` when given, and only those ``rule`` reaches."""
 
     @abstractmethod
-    def page_newest_first(self, tenant_id: str, *, limit: int, offset: int) -> Page[SecretRecord]:
-        """The tenant's secrets, most recently created first."""
+    def page_newest_first(
+        self, tenant_id: str, *, limit: int, offset: int, rule: ResourceRule | None = None
+    ) -> Page[SecretRecord]:
+        """The tenant's secrets, most recently created first (within ``rule``)."""
 
     @abstractmethod
     def insert_version(
@@ -324,16 +329,20 @@ class SQLSecretStorage(SQLArea, SecretStorage):
         limit: int,
         offset: int,
         metadata_filter: Mapping[str, Any] | None = None,
+        rule: ResourceRule | None = None,
     ) -> Page[SecretRecord]:
-        lateral = self.dialect.lateral
-        rows = page_rows(self.conn, lateral, tenant_id, limit, offset, metadata_filter or {})
+        rows = page_rows(
+            self.conn, self.dialect, tenant_id, limit, offset, metadata_filter or {}, rule
+        )
         return Page.cut(rows, limit, _secret)
 
-    def page_newest_first(self, tenant_id: str, *, limit: int, offset: int) -> Page[SecretRecord]:
+    def page_newest_first(
+        self, tenant_id: str, *, limit: int, offset: int, rule: ResourceRule | None = None
+    ) -> Page[SecretRecord]:
         s = t.secrets
         stmt = (
             sa.select(s)
-            .where(s.c.tenant_id == tenant_id)
+            .where(s.c.tenant_id == tenant_id, *within_rule(self.dialect, rule, s.c.name, s.c.id))
             # ids are UUIDv7: among equal times, the later id is the newer secret
             .order_by(s.c.created_at.desc(), s.c.id.desc())
             .limit(limit + 1)

@@ -21,6 +21,7 @@ from .errors import StorageUnavailable
 from .executions import SQLExecutionStorage
 from .keyring import SQLKeyringStorage
 from .secrets import SQLSecretStorage
+from .sessions import SQLSessionStorage
 from .store import Store, Transaction
 from .tasks import SQLTaskStorage
 
@@ -82,6 +83,7 @@ class SQLStore(Store):
                         tasks=SQLTaskStorage(conn, d),
                         executions=SQLExecutionStorage(conn, d),
                         audit=SQLAuditStorage(conn, d),
+                        sessions=SQLSessionStorage(conn, d),
                     )
 
     def read(self) -> AbstractContextManager[Transaction]:

@@ -58,6 +58,13 @@ class SQLiteDialect(Dialect):
         # and then deadlock on the upgrade, and busy_timeout queues them instead.
         return {_BEGIN_MODE: "IMMEDIATE"}
 
+    def name_glob(self, column: sa.ColumnElement[Any], pattern: Any) -> sa.ColumnElement[bool]:
+        # SQLite's LIKE ignores ASCII case; GLOB does not, and speaks ``*`` and ``?``.
+        return column.op("GLOB", return_type=sa.Boolean)(pattern)
+
+    def glob_pattern(self, glob: str) -> str:
+        return glob  # names hold no "[", GLOB's only other special character
+
     def lock_for_migration(self, conn: Connection) -> None:
         """Nothing more: the write transaction's BEGIN IMMEDIATE serialises migrations."""
 

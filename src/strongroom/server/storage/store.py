@@ -17,6 +17,7 @@ from .audit import AuditStorage
 from .executions import ExecutionStorage
 from .keyring import KeyringStorage
 from .secrets import SecretStorage
+from .sessions import SessionStorage
 from .tasks import TaskStorage
 
 
@@ -30,6 +31,7 @@ class Transaction:
     tasks: TaskStorage
     executions: ExecutionStorage
     audit: AuditStorage
+    sessions: SessionStorage
 
 
 class Store(ABC):

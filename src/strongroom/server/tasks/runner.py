@@ -495,16 +495,27 @@ class Runner:
         missing: list[str] = []
         damaged: list[str] = []
         detail = f"execution {execution.id} step {index}"
-        actor = Actor.on_behalf(execution.tenant_id, execution.created_by)
         names = sorted(required | for_redaction)
         if not names and running is None:
             return Fetched(values, policies)
         with self.store.write() as tx:
             if running is not None:
                 tx.executions.save_step(running)
-            for name in names:
-                found = reveal(tx, self.keyring, actor, name, purpose=Purpose.USE, detail=detail)
-                if found.refusal in (Refusal.MISSING, Refusal.NO_VERSION):
+            # The key as it is now, not as it was when the run began: a key narrowed,
+            # revoked or expired since may use only what it may use now.
+            key = tx.apikeys.by_id(execution.created_by) if execution.created_by else None
+            actor = Actor.on_behalf(
+                execution.tenant_id, execution.created_by, key.name if key else None
+            )
+            key_gone = key is not None and (
+                key.revoked_at is not None or key.expired(dt.datetime.now(dt.UTC))
+            )
+            rule = key.rule if key is not None else None
+            for name in [] if key_gone else names:
+                found = reveal(
+                    tx, self.keyring, actor, name, purpose=Purpose.USE, detail=detail, rule=rule
+                )
+                if found.refusal in (Refusal.MISSING, Refusal.NO_VERSION, Refusal.OUT_OF_REACH):
                     if name in required:
                         missing.append(name)
                     continue
@@ -514,9 +525,23 @@ class Runner:
                     damaged.append(name)
                 else:
                     values[name] = found.value
+        if key_gone and names:
+            raise StepFailed(
+                "the API key that started this execution has been revoked or has expired: "
+                "its executions may use no secret",
+                "key_revoked",
+            )
         if missing:
             listed = ", ".join(repr(name) for name in missing)
-            raise StepFailed(f"secret {listed} does not exist", "secret_not_found")
+            if rule is None:
+                raise StepFailed(f"secret {listed} does not exist", "secret_not_found")
+            # One message for both, as the API answers a scoped key: whether a secret
+            # outside the key's rule exists is not the run's to learn.
+            raise StepFailed(
+                f"secret {listed} does not exist or is outside the reach of the API key "
+                "that started this execution",
+                "secret_not_found",
+            )
         if damaged:
             listed = ", ".join(repr(name) for name in damaged)
             raise StepFailed(f"the stored ciphertext of secret {listed} failed authentication")

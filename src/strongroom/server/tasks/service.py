@@ -97,10 +97,16 @@ class TaskService:
             for step in definition.compiled:
                 for location, name in step.secret_uses():
                     if name not in exists:
-                        exists[name] = tx.secrets.by_name(caller.tenant_id, name) is not None
+                        found = tx.secrets.by_name(caller.tenant_id, name)
+                        exists[name] = found is not None and caller.reaches(
+                            found.name, found.metadata
+                        )
                     if not exists[name]:
+                        # A scoped key is told the same of a secret outside its rule as
+                        # of a missing one: its runs can use neither.
+                        beyond = "" if caller.rule is None else " or is outside this key's reach"
                         warnings.append(
-                            TaskWarning(location, f"secret {name!r} does not exist yet")
+                            TaskWarning(location, f"secret {name!r} does not exist yet{beyond}")
                         )
             trail.record(
                 tx,

@@ -15,6 +15,7 @@ class AuditRecord(BaseModel):
     id: int
     time: Timestamp
     key_id: str | None
+    key_name: str | None
     action: str
     outcome: str
     secret_name: str | None

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, PlainSerializer
 
 from ...._names import NAME_MAX, NAME_PATTERN, name_problem
+from ...errors import ValidationFailed
 from ...storage import Page
 
 DESCRIPTION_MAX = 1000
@@ -85,6 +86,14 @@ def check_metadata(metadata: dict[str, JsonValue] | None) -> dict[str, JsonValue
     if size > METADATA_MAX_BYTES:
         raise ValueError(f"metadata is {size} bytes as JSON; at most {METADATA_MAX_BYTES}")
     return metadata
+
+
+def aware(value: dt.datetime | None, location: str) -> dt.datetime | None:
+    """``value`` when it says its time zone (or is None); a 422 at ``location`` otherwise:
+    a time without one would be read in whatever zone the server runs in."""
+    if value is not None and value.tzinfo is None:
+        raise ValidationFailed.at(location, "give a time zone, e.g. 2027-01-01T00:00:00Z")
+    return value
 
 
 def rfc3339(value: dt.datetime) -> str:
