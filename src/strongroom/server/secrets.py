@@ -294,15 +294,14 @@ class SecretService:
         require(self.store, caller, Scope.SECRETS_WRITE, Action.CREATE, secret_name=name)
         self._reach_name(caller, Action.CREATE, name)
         if caller.rule is not None and not caller.rule.admits_metadata(metadata or {}):
-            problem = Forbidden(
-                f"a secret this API key creates must be within its reach "
-                f"({caller.rule.describe()}): give it that metadata"
-            )
             trail.record_alone(
                 self.store,
                 trail.event(caller.actor, Action.CREATE, "forbidden", secret_name=name),
             )
-            raise problem
+            raise Forbidden(
+                f"a secret this API key creates must be within its reach "
+                f"({caller.rule.describe()}): give it that metadata"
+            )
 
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
