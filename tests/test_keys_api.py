@@ -327,3 +327,10 @@ def test_a_selector_admin_may_add_globs_but_never_drop_its_selector(keys: Keys) 
     assert admin.post("/v1/keys", json=narrower).status_code == 201
     for wider in ({"names": ["ci_*"]}, {"metadata": {"environment": "production"}}):
         assert_error(admin.post("/v1/keys", json={"rule": wider}), 403, "forbidden")
+
+
+def test_a_key_cannot_be_left_without_scopes(keys: Keys) -> None:
+    made = keys.root.post("/v1/keys", json={"name": "scoped"}).json()
+    for scopes in (None, []):
+        response = keys.root.patch(f"/v1/keys/{made['id']}", json={"scopes": scopes})
+        assert_error(response, 422, "validation_error", "body.scopes")

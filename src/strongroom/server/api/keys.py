@@ -92,11 +92,7 @@ def get_key(key_id: KeyId, caller: Auth, svc: Svc) -> dict[str, Any]:
 )
 def update_key(key_id: KeyId, body: schemas.KeyUpdate, caller: Auth, svc: Svc) -> dict[str, Any]:
     given = body.model_fields_set
-    scopes: Any = UNSET
-    if "scopes" in given:
-        if body.scopes is None:
-            raise ValidationFailed.at("body.scopes", "scopes cannot be null: leave them out")
-        scopes = _scopes(body.scopes)
+    scopes: Any = _scopes(body.scopes) if "scopes" in given else UNSET
     record = svc.keys.update(
         caller,
         key_id,

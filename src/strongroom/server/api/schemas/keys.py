@@ -47,7 +47,11 @@ class KeyUpdate(Strict):
     """The fields to change; the key as changed must stay within the calling key's power."""
 
     name: KeyName | None = None
-    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=16)] | None = None
+    # Not nullable: a key without scopes is no key. Left out, they stay as they are (the
+    # default is never used: the route reads only the fields given).
+    scopes: Annotated[list[ScopeName], Field(min_length=1, max_length=16)] = Field(
+        default_factory=list
+    )
     rule: Rule | None = None
     expires_at: dt.datetime | None = None
 
