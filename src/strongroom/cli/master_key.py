@@ -320,18 +320,22 @@ def _rekey_state(services: Services, settings: Settings) -> dict[str, Any]:
     }
 
 
+def _barrier_report() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The KEK rows and the rekey state, read once by ``status`` and ``holders``."""
+    settings = load_settings()
+    services = open_services_or_fail(settings)
+    try:
+        return _kek_rows(services), _rekey_state(services, settings)
+    finally:
+        services.close()
+
+
 @master_key.command("status")
 @click.option("--json", "as_json", is_flag=True, help="print the KEKs as JSON")
 def master_key_status(as_json: bool) -> None:
     """Show each KEK's state and how many data keys it wraps, the rekey state, and the
     processes holding the barrier open (with the ids of the master keys they hold)."""
-    settings = load_settings()
-    services = open_services_or_fail(settings)
-    try:
-        rows = _kek_rows(services)
-        rekey = _rekey_state(services, settings)
-    finally:
-        services.close()
+    rows, rekey = _barrier_report()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -387,13 +391,7 @@ def _print_rekey(rekey: dict[str, Any], kek_rows: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def master_key_holders(as_json: bool) -> None:
     """Show the rekey state and the processes holding the barrier open."""
-    settings = load_settings()
-    services = open_services_or_fail(settings)
-    try:
-        rows = _kek_rows(services)
-        rekey = _rekey_state(services, settings)
-    finally:
-        services.close()
+    rows, rekey = _barrier_report()
     if as_json:
         click.echo(json.dumps(rekey, indent=2))
         return

@@ -88,6 +88,38 @@ def ensure_tenant(store: Store, name: str) -> Tenant:
         return _tenant(tx, name)
 
 
+def _insert_key(
+    tx: Transaction,
+    barrier: Barrier,
+    tenant: tuple[str, str],
+    name: str | None,
+    scopes: tuple[str, ...],
+    *,
+    rule: ResourceRule | None = None,
+    expires_at: dt.datetime | None = None,
+    created_by: str | None = None,
+) -> tuple[str, ApiKeyRecord]:
+    """A new key of ``tenant`` (its id and name), stored as its hash; the key itself is
+    returned, once."""
+    key = generate_api_key()
+    record = ApiKeyRecord(
+        id=new_id(),
+        tenant_id=tenant[0],
+        tenant_name=tenant[1],
+        name=name,
+        key_hash=barrier.hash_api_key(key),
+        hint=key_hint(key),
+        scopes=scopes,
+        created_at=dt.datetime.now(dt.UTC),
+        revoked_at=None,
+        rule=rule,
+        expires_at=expires_at,
+        created_by=created_by,
+    )
+    tx.apikeys.insert(record)
+    return key, record
+
+
 def _issue(
     tx: Transaction,
     barrier: Barrier,
@@ -97,23 +129,12 @@ def _issue(
     rule: ResourceRule | None = None,
     expires_at: dt.datetime | None = None,
 ) -> tuple[str, ApiKeyRecord]:
+    """A key issued from a shell: its tenant made if new, every scope when none given."""
     tenant = _tenant(tx, tenant_name)
-    key = generate_api_key()
-    record = ApiKeyRecord(
-        id=new_id(),
-        tenant_id=tenant.id,
-        tenant_name=tenant.name,
-        name=name,
-        key_hash=barrier.hash_api_key(key),
-        hint=key_hint(key),
-        scopes=tuple(dict.fromkeys(scopes)) or (Scope.ALL.value,),
-        created_at=dt.datetime.now(dt.UTC),
-        revoked_at=None,
-        rule=rule,
-        expires_at=expires_at,
+    scopes = tuple(dict.fromkeys(scopes)) or (Scope.ALL.value,)
+    return _insert_key(
+        tx, barrier, (tenant.id, tenant.name), name, scopes, rule=rule, expires_at=expires_at
     )
-    tx.apikeys.insert(record)
-    return key, record
 
 
 def create_api_key(
@@ -310,7 +331,7 @@ class KeyService:
                     f"this tenant has {MAX_ACTIVE_KEYS} unrevoked API keys, the most it may "
                     "hold: revoke some first"
                 )
-            issued = self._issue(tx, caller, name, wanted_scopes, wanted_rule, wanted_expiry, now)
+            issued = self._issue(tx, caller, name, wanted_scopes, wanted_rule, wanted_expiry)
             trail.record(
                 tx,
                 trail.event(
@@ -330,24 +351,17 @@ class KeyService:
         scopes: tuple[str, ...],
         rule: ResourceRule | None,
         expires_at: dt.datetime | None,
-        now: dt.datetime,
     ) -> IssuedKey:
-        key = generate_api_key()
-        record = ApiKeyRecord(
-            id=new_id(),
-            tenant_id=caller.tenant_id,
-            tenant_name=caller.tenant_name,
-            name=name,
-            key_hash=self.barrier.hash_api_key(key),
-            hint=key_hint(key),
-            scopes=scopes,
-            created_at=now,
-            revoked_at=None,
+        key, record = _insert_key(
+            tx,
+            self.barrier,
+            (caller.tenant_id, caller.tenant_name),
+            name,
+            scopes,
             rule=rule,
             expires_at=expires_at,
             created_by=caller.key_id,
         )
-        tx.apikeys.insert(record)
         return IssuedKey(key, record)
 
     def list_keys(
@@ -461,7 +475,7 @@ class KeyService:
             old = self._managed(tx, caller, Action.KEY_ROTATE, key_id)
             if old.revoked_at is not None or old.expired(now):
                 raise Conflict(f"API key {key_id!r} is revoked or expired; issue a new key instead")
-            issued = self._issue(tx, caller, old.name, old.scopes, old.rule, old.expires_at, now)
+            issued = self._issue(tx, caller, old.name, old.scopes, old.rule, old.expires_at)
             if grace:
                 ends = now + grace
                 if old.expires_at is None or ends < old.expires_at:
