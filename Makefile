@@ -36,8 +36,12 @@ format: install
 
 # Python tests run on SQLite and on PostgreSQL (STRONGROOM_TEST_POSTGRES_URL, by default
 # postgresql://postgres@127.0.0.1:5432/postgres); under CI=true a missing server fails.
+# Two workers (pytest-xdist), a test file each at a time: most tests wait on a server
+# process or a database, so two halve the wall time even on two cores. Each worker has
+# its own PostgreSQL database and temporary directories.
+PYTEST_WORKERS ?= 2
 test-python: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # The Node.js SDK (clients/node): npm ci installs only its devDependencies (TypeScript and
 # Node's types); its tests start the server from .venv, hence `install`.

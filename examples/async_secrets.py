@@ -32,7 +32,8 @@ async def main() -> None:
         secret, secrets = await manage_secrets(julep)
         print(f"Created secret: {secret.name}")
         print("Secrets:", ", ".join(s.name for s in secrets.items))
-        await julep.secrets.delete(name="database_password")  # so it can run again
+        # purged, not only deleted: a deleted secret holds its name, and this runs again
+        await julep.secrets.purge(name="database_password")
         print("Deleted secret: database_password")
 
 

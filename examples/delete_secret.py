@@ -1,4 +1,4 @@
-"""Deleting Secrets: the secret and all its versions go; the name is free at once."""
+"""Deleting Secrets: the secret goes, restorable for a while; a purge destroys it."""
 
 import contextlib
 import os
@@ -13,3 +13,8 @@ with contextlib.suppress(SecretAlreadyExistsError):
 
 julep.secrets.delete(name="stripe_api_key")
 print("Secret deleted")
+
+# A deleted secret can be restored (julep.secrets.restore) until the server's recovery
+# window ends, 7 days by default, and its name stays taken meanwhile. Purging ends it at
+# once (a key with secrets:admin), so that this example can run again.
+julep.secrets.purge(name="stripe_api_key")

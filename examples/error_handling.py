@@ -34,4 +34,4 @@ except StrongroomError as error:
     else:
         print("Error creating secret:", error, file=sys.stderr)
 finally:
-    julep.secrets.delete(name="existing_secret")
+    julep.secrets.purge(name="existing_secret")  # gone at once, so this can run again

@@ -6,7 +6,7 @@ from strongroom import Julep
 
 julep = Julep(api_key=os.environ["STRONGROOM_API_KEY"])
 
-# Three secrets with different metadata; they are deleted again at the end.
+# Three secrets with different metadata; they are purged again at the end.
 examples = {
     "filter_example_stripe": {"environment": "production", "owner": "payments-team"},
     "filter_example_sendgrid": {"environment": "production", "owner": "marketing-team"},
@@ -27,4 +27,4 @@ try:
     print("Production, payments-team:", ", ".join(s.name for s in team_secrets.items))
 finally:
     for name in examples:
-        julep.secrets.delete(name=name)
+        julep.secrets.purge(name=name)  # gone at once, so this can run again

@@ -6,7 +6,7 @@ from strongroom import Julep
 
 julep = Julep(api_key=os.environ["STRONGROOM_API_KEY"])
 
-# Fifteen secrets to page through; they are deleted again at the end.
+# Fifteen secrets to page through; they are purged again at the end.
 names = [f"paginate_example_{i:02d}" for i in range(1, 16)]
 for name in names:
     julep.secrets.upsert(name=name, value="example", description="Pagination example")
@@ -24,4 +24,4 @@ try:
     print(f"All pages: {len(every)} secrets")
 finally:
     for name in names:
-        julep.secrets.delete(name=name)
+        julep.secrets.purge(name=name)  # gone at once, so this can run again

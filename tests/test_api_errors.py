@@ -312,6 +312,11 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "/v1/secrets": ["get", "post"],
         "/v1/secrets/{name}": ["delete", "get", "patch", "put"],
         "/v1/secrets/{name}/versions": ["get"],
+        "/v1/secrets/{name}/restore": ["post"],
+        "/v1/secrets/{name}/rollback": ["post"],
+        "/v1/secrets/{name}/rotate": ["post"],
+        "/v1/secrets:batchGet": ["post"],
+        "/v1/secrets:batch": ["put"],
         "/v1/audit": ["get"],
         "/v1/keys": ["get", "post"],
         "/v1/keys/{key_id}": ["delete", "get", "patch"],
@@ -361,10 +366,21 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "created_at",
         "updated_at",
         "policy",
+        "expires_at",
+        "rotation",
+        "last_rotated_at",
+        "next_rotation_at",
+        "deleted_at",
+        "purge_after",
     }
     assert secret["properties"]["version"]["type"] == "integer"
     assert secret["properties"]["created_at"]["type"] == "string"
-    assert set(schemas["DeletedSecret"]["properties"]) == {"id", "name", "deleted_at"}
+    assert set(schemas["DeletedSecret"]["properties"]) == {
+        "id",
+        "name",
+        "deleted_at",
+        "purge_after",
+    }
     assert set(schemas["SecretList"]["properties"]) == {"items", "limit", "offset", "has_more"}
     version = schemas["SecretVersion"]["properties"]
     assert set(version) == {"version", "created_at", "created_by"}
@@ -374,6 +390,8 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "description",
         "metadata",
         "policy",
+        "expires_at",
+        "rotation",
     }
     assert set(schemas["SecretUpdate"]["properties"]) == {
         "value",
@@ -382,6 +400,8 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
         "new_name",
         "expected_version",
         "policy",
+        "expires_at",
+        "rotation",
     }
     envelope = schemas["ErrorEnvelope"]
     assert set(envelope["properties"]) == {"error"}

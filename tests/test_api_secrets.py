@@ -31,6 +31,12 @@ SECRET_FIELDS = {
     "created_at",
     "updated_at",
     "policy",
+    "expires_at",
+    "rotation",
+    "last_rotated_at",
+    "next_rotation_at",
+    "deleted_at",
+    "purge_after",
 }
 AUDIT_FIELDS = {
     "id",
@@ -896,9 +902,13 @@ def test_delete_answers_id_name_and_deleted_at(api: TestClient) -> None:
     response = api.delete("/v1/secrets/doomed")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"id", "name", "deleted_at"}
+    assert set(body) == {"id", "name", "deleted_at", "purge_after"}
     assert (body["id"], body["name"]) == (created["id"], "doomed")
     assert timestamp(body["deleted_at"]) >= timestamp(created["created_at"])
+    # the default recovery window: seven days
+    when = dt.datetime.fromisoformat
+    window = when(body["purge_after"]) - when(body["deleted_at"])
+    assert window == dt.timedelta(days=7)
     assert response.headers["x-request-id"]
 
 
@@ -915,10 +925,16 @@ def test_deleted_secret_is_gone_everywhere(api: TestClient) -> None:
     assert names(api) == ["survivor"]
 
 
-def test_delete_frees_the_name_at_once(api: TestClient) -> None:
+def test_a_forced_delete_frees_the_name_at_once(api: TestClient) -> None:
     created = create(api, "reused", "old-value", description="old", metadata={"old": "yes"})
     api.patch("/v1/secrets/reused", json={"value": "old-2"}).raise_for_status()
     api.delete("/v1/secrets/reused").raise_for_status()
+    refused = api.post("/v1/secrets", json={"name": "reused", "value": "x"})
+    error = assert_error(refused, 409, "conflict")
+    assert "restore" in error["message"]
+    purged = api.delete("/v1/secrets/reused", params={"force": "true"})
+    assert purged.status_code == 200, purged.text
+    assert purged.json()["purge_after"] is None
     again = create(api, "reused", "new-value")
     assert again["id"] != created["id"]
     assert (again["version"], again["description"], again["metadata"]) == (1, None, {})

@@ -252,6 +252,7 @@ def test_get_prints_the_value_alone_or_the_secret_as_json(tenant: Tenant) -> Non
         "created_at",
         "updated_at",
         "policy",
+        *LIFECYCLE_FIELDS,
     }
     assert (body["name"], body["value"], body["version"], body["metadata"]) == (
         "multi",
@@ -259,6 +260,17 @@ def test_get_prints_the_value_alone_or_the_secret_as_json(tenant: Tenant) -> Non
         2,
         {"k": "v"},
     )
+
+
+# Expiry, rotation and the recovery window (docs/lifecycle.md): null on a plain secret.
+LIFECYCLE_FIELDS = (
+    "expires_at",
+    "rotation",
+    "last_rotated_at",
+    "next_rotation_at",
+    "deleted_at",
+    "purge_after",
+)
 
 
 @pytest.mark.e2e
@@ -296,6 +308,7 @@ def test_list_shows_names_never_values(tenant: Tenant) -> None:
         "created_at",
         "updated_at",
         "policy",
+        *LIFECYCLE_FIELDS,
     }
     assert rows[0]["policy"] == {
         "allowed_destinations": None,
@@ -400,10 +413,12 @@ def test_import_reads_env_edge_cases_and_skips_invalid_entries(
         sr(["secrets", "import", str(update), *flag], tenant.env) for flag in ([], ["--overwrite"])
     )
     assert kept.code == 4 and "kept 1 existing secrets" in kept.err and "PLAIN" in kept.err
-    assert replaced.code == 0 and "2 replaced" in replaced.err, replaced.err
+    # FRESH has the file's value already: unchanged, no new version
+    assert replaced.code == 0 and "1 replaced; 0 skipped; 1 unchanged" in replaced.err, replaced.err
     secret = tenant.sdk.secrets.get("PLAIN")
     assert (secret.value, secret.version) == ("replaced", 2)
-    assert tenant.sdk.secrets.get("FRESH").value == "new"
+    fresh = tenant.sdk.secrets.get("FRESH")
+    assert (fresh.value, fresh.version) == ("new", 1)
 
 
 ROUND_TRIP = {
@@ -730,8 +745,8 @@ def test_a_value_the_reader_would_misread_is_refused(monkeypatch: pytest.MonkeyP
         def list_all(self, **_: Any) -> list[Any]:
             return [SimpleNamespace(name="TRAILING", policy=SecretPolicy())]
 
-        def get(self, name: str) -> Any:
-            return SimpleNamespace(value=value)
+        def batch_get(self, names: list[str]) -> Any:
+            return SimpleNamespace(values=lambda: dict.fromkeys(names, value), errors=[])
 
     @contextmanager
     def fake_client(_: object) -> Iterator[Any]:

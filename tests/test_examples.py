@@ -180,7 +180,7 @@ def test_paginate_shows_two_pages_of_ten_then_removes_its_secrets(
     assert names(sdk) == []
     assert audit_trail(sdk, "paginate_example_01") == [
         "secret.create success",
-        "secret.delete success",
+        "secret.purge success",
     ]
 
 
@@ -277,7 +277,7 @@ def test_error_handling_takes_each_expected_branch(
     assert audit_trail(sdk, "existing_secret") == [
         "secret.create success",
         "secret.create conflict",  # the refused duplicate
-        "secret.delete success",
+        "secret.purge success",
     ]
 
 
@@ -332,7 +332,7 @@ def test_async_example_creates_lists_and_cleans_up(
     assert names(sdk) == ["stripe_api_key"]
     assert audit_trail(sdk, "database_password") == [
         "secret.create success",
-        "secret.delete success",
+        "secret.purge success",
     ]
 
 

@@ -176,7 +176,8 @@ def write_stream(
             request = ("PATCH", f"/v1/secrets/{name}", {"value": value})
             would_be = [*history, value]
         else:
-            request = ("DELETE", f"/v1/secrets/{name}", None)
+            # purged, so that the name is free for the next create
+            request = ("DELETE", f"/v1/secrets/{name}?force=true", None)
             would_be = []
         method, path, body = request
         try:

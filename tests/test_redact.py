@@ -95,7 +95,11 @@ def test_own_encodings_are_redacted(value: str) -> None:
         assert redacted == "<[REDACTED:s]>", name
 
 
-@pytest.mark.parametrize("value", [canary(), UNICODE, PUNCTUATED, "abcdefghij"])
+@pytest.mark.parametrize(
+    "value",
+    [canary(), UNICODE, PUNCTUATED, "abcdefghij"],
+    ids=["canary", "unicode", "punctuated", "short"],
+)
 @pytest.mark.parametrize("altchars", [None, b"-_"], ids=["standard", "urlsafe"])
 def test_value_inside_longer_base64_is_found_at_every_offset(
     value: str, altchars: bytes | None

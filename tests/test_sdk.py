@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import inspect
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from strongroom.exceptions import (
     StrongroomError,
     ValidationError,
 )
+from strongroom.server.services import Services
 
 from .conftest import IssueKey
 from .support import canary
@@ -413,3 +415,80 @@ def test_sync_and_async_clients_offer_the_same_calls() -> None:
             ours = inspect.signature(getattr(mine, name)).parameters
             assert ours == inspect.signature(getattr(theirs, name)).parameters, name
     sync.close()
+
+
+# -- the lifecycle: recovery window, history, expiry, batches --------------------------------------
+def test_delete_restore_and_purge(make_sdk: MakeSDK) -> None:
+    sdk = make_sdk()
+    value = canary("restorable")
+    sdk.secrets.create(name="doomed", value=value)
+    deleted = sdk.secrets.delete(name="doomed")
+    assert isinstance(deleted, strongroom.DeletedSecret) and deleted.purge_after is not None
+    with pytest.raises(SecretNotFoundError):
+        sdk.secrets.get(name="doomed")
+    with pytest.raises(SecretAlreadyExistsError, match="restore"):
+        sdk.secrets.create(name="doomed", value="again")
+    listed = sdk.secrets.list(deleted=True).items
+    assert [(s.name, s.purge_after is not None) for s in listed] == [("doomed", True)]
+    assert sdk.secrets.restore(name="doomed").deleted_at is None
+    assert sdk.secrets.get(name="doomed").value == value
+    writer = make_sdk(scopes=("secrets:read", "secrets:write"))
+    with pytest.raises(PermissionDeniedError, match="secrets:admin"):
+        writer.secrets.purge(name="doomed")
+    assert sdk.secrets.purge(name="doomed").purge_after is None
+    sdk.secrets.create(name="doomed", value="fresh")  # the name is free
+
+
+def test_rollback_and_writes_that_change_nothing(sdk: Any) -> None:
+    sdk.secrets.create(name="history", value="one")
+    assert sdk.secrets.update(name="history", value="two").version == 2
+    assert sdk.secrets.update(name="history", value="two").version == 2  # no new version
+    rolled = sdk.secrets.rollback(name="history", version=1)
+    assert (rolled.version, rolled.value) == (3, "ENCRYPTED")
+    assert sdk.secrets.get(name="history").value == "one"
+    with pytest.raises(PreconditionFailedError):
+        sdk.secrets.rollback(name="history", version=2, expected_version=1)
+
+
+def test_expiry_raises_secret_expired_except_for_an_admin(
+    make_sdk: MakeSDK, services: Services
+) -> None:
+    admin, reader = make_sdk(), make_sdk(scopes=("secrets:read",))
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    created = admin.secrets.create(name="token", value="v", expires_at=soon)
+    assert created.expires_at == soon.replace(microsecond=created.expires_at.microsecond)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    assert [s.name for s in reader.secrets.list(expiring_before=later).items] == ["token"]
+    with services.store.write() as tx:
+        secret = tx.secrets.by_name(created_tenant(services), "token")
+        assert secret is not None
+        tx.secrets.update(replace(secret, expires_at=dt.datetime.now(dt.UTC)))
+    with pytest.raises(strongroom.SecretExpiredError) as raised:
+        reader.secrets.get(name="token")
+    assert (raised.value.status_code, raised.value.code) == (410, "expired")
+    assert admin.secrets.get(name="token").value == "v"
+    with pytest.raises(ValueError, match="zone"):
+        admin.secrets.update(name="token", expires_at=dt.datetime(2099, 1, 1))
+
+
+def created_tenant(services: Services) -> str:
+    with services.store.read() as tx:
+        tenant = tx.apikeys.tenant_by_name("default")
+    assert tenant is not None
+    return tenant.id
+
+
+def test_batch_get_and_batch_put(sdk: Any) -> None:
+    values = {f"b{i}": canary(f"batch{i}") for i in range(3)}
+    written = sdk.secrets.batch_put([{"name": n, "value": v} for n, v in values.items()])
+    assert [item.status for item in written.items] == ["created"] * 3
+    again = sdk.secrets.batch_put(
+        [{"name": "b0", "value": values["b0"]}, {"name": "b1", "value": "new"}], dry_run=True
+    )
+    assert ([i.status for i in again.items], again.dry_run) == (["unchanged", "updated"], True)
+    assert sdk.secrets.get(name="b1").value == values["b1"]  # a dry run writes nothing
+    read = sdk.secrets.batch_get([*values, "missing"])
+    assert read.values() == values
+    assert [(e.name, e.code) for e in read.errors] == [("missing", "not_found")]
+    with pytest.raises(TypeError):
+        sdk.secrets.batch_get("b0")

@@ -270,6 +270,60 @@ def test_audit_events_page_newest_first_and_filter(store: Store, tenant_id: str)
     assert len(reads.items) == 5, "an event without a tenant is not the tenant's"
 
 
+def test_audit_events_before_a_cutoff_are_counted_and_deleted_oldest_first_in_batches(
+    store: Store, tenant_id: str
+) -> None:
+    def at(days_ago: float, tenant: str | None = tenant_id) -> AuditEvent:
+        made = event(Actor(tenant, None), Action.READ, "success", secret_name="s")
+        return replace(made, occurred_at=NOW - dt.timedelta(days=days_ago))
+
+    cutoff = NOW - dt.timedelta(days=3)
+    with store.write() as tx:
+        # Five of the tenant's before the cutoff, then one of no tenant older than all of
+        # them but written last, then two after the cutoff.
+        ids = [tx.audit.insert(at(days)) for days in (10, 9, 8, 7, 6)]
+        ids.append(tx.audit.insert(at(20, tenant=None)))
+        ids += [tx.audit.insert(at(days)) for days in (1, 0)]
+    assert ids == sorted(set(ids)), "insert answers the id the database gave, in order"
+    with store.read() as tx:
+        assert tx.audit.count_before(cutoff) == 6
+        assert tx.audit.count_before(NOW - dt.timedelta(days=30)) == 0
+
+    with store.write() as tx:
+        first = tx.audit.delete_before(cutoff, limit=4)
+    assert (first.removed, first.count, first.more) == ({tenant_id: 4}, 4, True)
+    with store.write() as tx:
+        second = tx.audit.delete_before(cutoff, limit=4)
+    assert (second.removed, second.more) == ({tenant_id: 1, None: 1}, False)
+    with store.write() as tx:
+        third = tx.audit.delete_before(cutoff, limit=4)
+    assert (third.removed, third.count, third.more) == ({}, 0, False)
+
+    with store.read() as tx:
+        left = tx.audit.page(tenant_id, limit=10, offset=0).items
+        assert tx.audit.count_before(cutoff) == 0
+    assert [e.id for e in left] == ids[:-3:-1], "the events after the cutoff stay"
+
+
+def test_a_rolled_back_transaction_runs_no_after_commit_callback(store: Store) -> None:
+    ran: list[str] = []
+
+    def failing_change() -> None:
+        with store.write() as tx:
+            tx.after_commit(lambda: ran.append("rolled back"))
+            raise RuntimeError("the change fails")
+
+    with pytest.raises(RuntimeError):
+        failing_change()
+    with store.write() as tx:
+        tx.after_commit(lambda: ran.append("first"))
+        tx.after_commit(lambda: ran.append("second"))
+        assert ran == [], "not before the commit"
+    with store.read() as tx:
+        tx.after_commit(lambda: ran.append("read"))
+    assert ran == ["first", "second", "read"]
+
+
 def test_tenant_by_id_finds_the_tenant_by_its_id_and_nothing_else(
     store: Store, tenant_id: str
 ) -> None:

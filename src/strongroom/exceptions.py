@@ -16,6 +16,7 @@
         ├── MethodNotAllowedError       405 method_not_allowed
         ├── ConflictError               409 conflict
         │   └── SecretAlreadyExistsError    ... a secret's name is taken
+        ├── SecretExpiredError          410 expired: past the secret's expires_at
         ├── PreconditionFailedError     412 precondition_failed
         ├── PayloadTooLargeError        413 payload_too_large
         ├── RateLimitError              429 rate_limited (.retry_after)
@@ -150,6 +151,11 @@ class PreconditionFailedError(APIError):
     """412: the secret is not at the expected version."""
 
 
+class SecretExpiredError(APIError):
+    """410: the secret is past its ``expires_at``; give it a new value and expiry (a key
+    with ``secrets:admin`` can still read it)."""
+
+
 class PayloadTooLargeError(APIError):
     """413: the request body is over the server's limit."""
 
@@ -170,6 +176,7 @@ STATUS_ERRORS: dict[int, type[APIError]] = {
     404: NotFoundError,
     405: MethodNotAllowedError,
     409: ConflictError,
+    410: SecretExpiredError,
     412: PreconditionFailedError,
     413: PayloadTooLargeError,
     422: ValidationError,
@@ -192,6 +199,7 @@ __all__ = [
     "RateLimitError",
     "RotationCheckFailed",
     "SecretAlreadyExistsError",
+    "SecretExpiredError",
     "SecretNotFoundError",
     "StrongroomError",
     "ValidationError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import ConfigDict, Field
 
@@ -45,9 +45,21 @@ class SecretPolicy(Model):
     readable: bool = True
 
 
+class Rotation(Model):
+    """A secret's rotation policy: task ``task_id`` makes a new value every ``every``
+    (``"30d"``), run for the key that set the policy."""
+
+    every: str
+    task_id: str
+
+
 class Secret(Model):
-    """A secret. ``value`` is the plaintext only when read with ``secrets.get``;
-    everywhere else it is ``"ENCRYPTED"``. It never shows in ``repr``."""
+    """A secret. ``value`` is the plaintext only when read with ``secrets.get`` (or
+    ``batch_get``); everywhere else it is ``"ENCRYPTED"``. It never shows in ``repr``.
+
+    ``expires_at``: after it, reads raise :class:`SecretExpiredError` (a key with
+    ``secrets:admin`` still reads). ``deleted_at`` and ``purge_after`` are set only on a
+    deleted secret (``list(deleted=True)``), restorable until ``purge_after``."""
 
     id: str
     name: str
@@ -59,6 +71,12 @@ class Secret(Model):
     updated_at: dt.datetime
     # A server from before policies sends none: the default, which restricts nothing.
     policy: SecretPolicy = Field(default_factory=SecretPolicy)
+    expires_at: dt.datetime | None = None
+    rotation: Rotation | None = None
+    last_rotated_at: dt.datetime | None = None
+    next_rotation_at: dt.datetime | None = None
+    deleted_at: dt.datetime | None = None
+    purge_after: dt.datetime | None = None
 
 
 class SecretList(Page[Secret]):
@@ -66,9 +84,59 @@ class SecretList(Page[Secret]):
 
 
 class DeletedSecret(Model):
+    """A deleted secret: restorable with ``secrets.restore`` until ``purge_after``;
+    ``purge_after`` is ``None`` when it was purged (nothing of it is left)."""
+
     id: str
     name: str
     deleted_at: dt.datetime
+    purge_after: dt.datetime | None = None
+
+
+class BatchError(Model):
+    """A name ``batch_get`` read no value for: ``code`` is what a ``get`` of it alone
+    would raise (``not_found``, ``forbidden``, ``expired``, ``internal_error``)."""
+
+    name: str
+    code: str
+    message: str
+
+
+class BatchGetResponse(Model):
+    """The secrets a ``batch_get`` read (with their values), and the names it did not."""
+
+    secrets: list[Secret]
+    errors: list[BatchError] = Field(default_factory=list)
+
+    def values(self) -> dict[str, str]:
+        """``{name: value}`` of the secrets read."""
+        return {secret.name: secret.value for secret in self.secrets}
+
+
+class BatchPutItem(TypedDict):
+    """One secret of a ``batch_put``: its name and value, and optionally the fields to
+    set (left out: an existing secret keeps its own)."""
+
+    name: str
+    value: str
+    description: NotRequired[str | None]
+    metadata: NotRequired[dict[str, Any]]
+    policy: NotRequired[SecretPolicy | dict[str, Any]]
+    expires_at: NotRequired[dt.datetime | None]
+
+
+class BatchPutResult(Model):
+    name: str
+    id: str
+    status: Literal["created", "updated", "unchanged"]
+    version: int
+
+
+class BatchPutResponse(Model):
+    """What a ``batch_put`` did (or, with ``dry_run``, would do) to each secret."""
+
+    items: list[BatchPutResult]
+    dry_run: bool
 
 
 class SecretVersion(Model):

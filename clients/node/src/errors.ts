@@ -16,6 +16,7 @@
  *     ├── MethodNotAllowedError        405 method_not_allowed
  *     ├── ConflictError                409 conflict
  *     │   └── SecretAlreadyExistsError     ... a secret's name is taken
+ *     ├── SecretExpiredError           410 expired: past the secret's expiresAt
  *     ├── PreconditionFailedError      412 precondition_failed
  *     ├── PayloadTooLargeError         413 payload_too_large
  *     ├── RateLimitError               429 rate_limited (.retryAfter)
@@ -116,6 +117,11 @@ export class MethodNotAllowedError extends APIError {}
 export class ConflictError extends APIError {}
 /** 409 for a secret: the tenant already has a secret of that name. */
 export class SecretAlreadyExistsError extends ConflictError {}
+/**
+ * 410: the secret is past its `expiresAt`. It is still there: give it a new value and
+ * expiry (a key with `secrets:admin` can still read it).
+ */
+export class SecretExpiredError extends APIError {}
 /** 412: the secret is not at the expected version. */
 export class PreconditionFailedError extends APIError {}
 /** 413: the request body is over the server's limit. */
@@ -141,6 +147,7 @@ export const STATUS_ERRORS: Readonly<Record<number, APIErrorClass>> = {
   404: NotFoundError,
   405: MethodNotAllowedError,
   409: ConflictError,
+  410: SecretExpiredError,
   412: PreconditionFailedError,
   413: PayloadTooLargeError,
   422: ValidationError,

@@ -62,7 +62,7 @@ export interface Secret {
   name: string;
   description: string | null;
   metadata: Metadata;
-  /** The plaintext only in the answer of `secrets.get`; the literal `"ENCRYPTED"` elsewhere. */
+  /** The plaintext only in the answers of `secrets.get` and `batchGet`; `"ENCRYPTED"` elsewhere. */
   value: string;
   /** Starts at 1 and grows by one each time the value changes. */
   version: number;
@@ -70,6 +70,26 @@ export interface Secret {
   updatedAt: Timestamp;
   /** How the secret may be used: where tasks may send it, which tools, whether keys may read it. */
   policy: SecretPolicy;
+  /** After it, reads reject with `SecretExpiredError` (a key with `secrets:admin` still reads). */
+  expiresAt: Timestamp | null;
+  /** The scheduled rotation, if any. */
+  rotation: Rotation | null;
+  lastRotatedAt: Timestamp | null;
+  nextRotationAt: Timestamp | null;
+  /** Set only on a deleted secret (`list({ deleted: true })`). */
+  deletedAt: Timestamp | null;
+  /** A deleted secret can be restored until then. */
+  purgeAfter: Timestamp | null;
+}
+
+/**
+ * A rotation policy: task `taskId` makes a new value every `every` (`"30d"`, `"12h"`,
+ * `"1h30m"`), run for the key that set it. Given as it is read, so `secret.rotation` can
+ * be passed back.
+ */
+export interface Rotation {
+  every: string;
+  taskId: string;
 }
 
 /** One page of a list; `hasMore` says whether a next page exists. */
@@ -86,6 +106,8 @@ export interface DeletedSecret {
   id: string;
   name: string;
   deletedAt: Timestamp;
+  /** Restorable (`secrets.restore`) until then; `null`: purged, nothing of it is left. */
+  purgeAfter: Timestamp | null;
 }
 
 export interface SecretVersion {
@@ -110,6 +132,10 @@ export interface SecretCreateParams {
   metadata?: Metadata;
   /** Restricts the new secret's use; fields left out have their defaults. */
   policy?: SecretPolicyParams;
+  /** A `Date` or an RFC 3339 string with its zone; after it, reads are refused. `null`: never. */
+  expiresAt?: Timestamp | Date | null;
+  /** Have a task make a new value on schedule. */
+  rotation?: Rotation | null;
 }
 
 export interface SecretListParams {
@@ -118,6 +144,10 @@ export interface SecretListParams {
   offset?: number;
   /** Only secrets whose metadata holds every one of these keys with an equal value. */
   metadata?: Metadata;
+  /** List the deleted secrets waiting for their purge instead of the live ones. */
+  deleted?: boolean;
+  /** Only secrets that expire before this time (or have): a `Date` or an RFC 3339 string. */
+  expiringBefore?: Timestamp | Date;
 }
 
 export interface SecretListAllParams {
@@ -145,6 +175,10 @@ export interface SecretUpdateParams {
   expectedVersion?: number;
   /** Changes the policy fields given; the others keep their values. */
   policy?: SecretPolicyParams;
+  /** A `Date` or an RFC 3339 string with its zone; `null`: never expires. */
+  expiresAt?: Timestamp | Date | null;
+  /** Replaces the rotation policy; `null` ends rotation. */
+  rotation?: Rotation | null;
 }
 
 export interface SecretUpsertParams {
@@ -156,12 +190,81 @@ export interface SecretUpsertParams {
   expectedVersion?: number;
   /** The policy fields to set; the others keep their values (their defaults when creating). */
   policy?: SecretPolicyParams;
+  /** A `Date` or an RFC 3339 string with its zone; `null`: never expires. */
+  expiresAt?: Timestamp | Date | null;
+  /** Replaces the rotation policy; `null` ends rotation. */
+  rotation?: Rotation | null;
 }
 
 export interface SecretDeleteParams {
   name: string;
   /** Delete only if the secret is at this version (`If-Match`). */
   expectedVersion?: number;
+  /**
+   * Purge now instead of keeping it restorable: every version destroyed (needs
+   * `secrets:admin`). Also purges a secret already deleted.
+   */
+  force?: boolean;
+}
+
+export interface SecretRollbackParams {
+  name: string;
+  /** The version whose value becomes current again, as a new version. */
+  version: number;
+  /** Roll back only if the secret is still at this version (else `precondition_failed`). */
+  expectedVersion?: number;
+}
+
+export interface SecretBatchGetParams {
+  /** At most 1000 names. */
+  names: string[];
+}
+
+/** One secret of a `batchPut`: fields left out keep an existing secret's own. */
+export interface BatchPutItem {
+  name: string;
+  value: string;
+  description?: string | null;
+  metadata?: Metadata;
+  policy?: SecretPolicyParams;
+  /** A `Date` or an RFC 3339 string with its zone; `null`: never expires. */
+  expiresAt?: Timestamp | Date | null;
+}
+
+export interface SecretBatchPutParams {
+  /** At most 1000; all are written or none is. */
+  secrets: BatchPutItem[];
+  /** Say what would change, and change nothing. */
+  dryRun?: boolean;
+}
+
+/** A name `batchGet` read no value for: `code` is what a `get` of it alone would reject with. */
+export interface BatchError {
+  name: string;
+  /** `not_found`, `forbidden`, `expired` or `internal_error`. */
+  code: string;
+  message: string;
+}
+
+export interface BatchGetResponse {
+  /** The secrets read, with their values. */
+  secrets: Secret[];
+  /** The names read no value for, and why. */
+  errors: BatchError[];
+}
+
+export interface BatchPutResult {
+  name: string;
+  id: string;
+  /** `created`, `updated`, or `unchanged` (no new version). */
+  status: string;
+  version: number;
+}
+
+/** What a `batchPut` did (or, with `dryRun`, would do) to each secret, in the order given. */
+export interface BatchPutResponse {
+  items: BatchPutResult[];
+  dryRun: boolean;
 }
 
 export interface SecretRotateOptions {

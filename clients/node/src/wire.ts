@@ -33,15 +33,19 @@ export function fromWire<T>(record: unknown): T {
 }
 
 /**
- * A secret: its own fields renamed, and its `policy` too. A policy is not user data but
- * an object of the API's own fields (`allowed_destinations`, `allowed_tools`,
- * `readable`), so its keys are renamed, one level down and no further: the lists inside
+ * A secret: its own fields renamed, and those of its `policy` and `rotation` too. These
+ * are not user data but objects of the API's own fields (`allowed_destinations`,
+ * `task_id`), so their keys are renamed, one level down and no further: the lists inside
  * are host names and tool names, passed through as they are.
  */
 export function secretFromWire<T>(record: unknown): T {
   const secret = fromWire<Record<string, unknown>>(record);
-  if (secret !== null && typeof secret === "object" && "policy" in secret) {
-    secret.policy = fromWire(secret.policy);
+  if (secret !== null && typeof secret === "object") {
+    for (const field of ["policy", "rotation"]) {
+      if (field in secret) {
+        secret[field] = fromWire(secret[field]);
+      }
+    }
   }
   return secret as T;
 }
@@ -53,6 +57,18 @@ export function secretListFromWire<T>(answer: unknown): T {
     page.items = page.items.map((item) => secretFromWire(item));
   }
   return page as T;
+}
+
+/** A `batchGet` answer: each secret as {@link secretFromWire} reads it, each error renamed. */
+export function batchGetFromWire<T>(answer: unknown): T {
+  const read = fromWire<Record<string, unknown>>(answer);
+  if (Array.isArray(read.secrets)) {
+    read.secrets = read.secrets.map((item) => secretFromWire(item));
+  }
+  if (Array.isArray(read.errors)) {
+    read.errors = read.errors.map((item) => fromWire(item));
+  }
+  return read as T;
 }
 
 /** A list answer (`{items, limit, offset, has_more}`): the page and each item renamed. */

@@ -278,6 +278,8 @@ describe("the guide's secrets sections", () => {
   });
 
   it("Secret Rotation Example", async () => {
+    // "Deleting Secrets" left it restorable, its name held against a create: purge it.
+    await julep.secrets.purge({ name: "stripe_api_key" });
     await julep.secrets.create({
       name: "stripe_api_key",
       value: "sk_test_before_rotation",

@@ -1,4 +1,5 @@
-"""``strongroom audit ...``: read the tenant's audit trail through the API (``audit:read``).
+"""``strongroom audit ...``: read the tenant's audit trail through the API (``audit:read``);
+``prune`` (:mod:`.audit_prune`) removes old events on the server's database.
 
 ``list`` prints the newest events that match; ``tail`` prints the newest few and then
 each new one as it comes, until Ctrl-C. The server orders the trail by event id, newest
@@ -24,6 +25,7 @@ from rich.text import Text
 from .. import Strongroom
 from ..exceptions import APIConnectionError, InternalServerError, RateLimitError
 from ..models import AuditRecord
+from .audit_prune import prune_events
 from .common import ClientOptions, api_errors, client_options, open_client, options_of, say, warn
 from .times import parse_moment, shown
 
@@ -94,8 +96,12 @@ def audit(ctx: click.Context, api_key: str | None, base_url: str | None) -> None
 
     Every secret read, write and refusal, every key issued, changed or revoked, with the
     key that acted. A key with a rule sees only the events about secrets it reaches.
+    `prune` works on the server's database instead (its STRONGROOM_* settings).
     """
     ctx.obj = ClientOptions(api_key, base_url)
+
+
+audit.add_command(prune_events)
 
 
 @audit.command("list")

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from .common import err, fail, say
+from .progress import Bar, progress_bar
 from .server_commands import (
     load_settings,
     open_migrated_store,
@@ -74,12 +74,20 @@ def master_key_rotate(batch_size: int) -> None:
     services = open_services_or_fail(load_settings())
     services.heartbeat.start()
     try:
-        report = rotate(
-            services.store,
-            services.barrier,
-            batch_size=batch_size,
-            on_batch=lambda n: err.print(f"rewrapped {n} data keys", highlight=False),
-        )
+        with progress_bar("rewrapping data keys") as bar:
+            total = _left_to_rewrap(services) if bar.live else 0
+
+            def on_batch(done: int) -> None:
+                # A line per batch where there is no bar: a log (and a test) reads them.
+                if bar.live:
+                    bar.update(completed=done, total=max(total, done))
+                else:
+                    err.print(f"rewrapped {done} data keys", highlight=False)
+
+            bar.update(total=total)
+            report = rotate(
+                services.store, services.barrier, batch_size=batch_size, on_batch=on_batch
+            )
     except RotationRefused as exc:
         fail(str(exc), code=EXIT_NOT_YET)
     finally:
@@ -92,49 +100,42 @@ def master_key_rotate(batch_size: int) -> None:
     )
 
 
+def _left_to_rewrap(services: Services) -> int:
+    """The data keys a rotation will rewrap, for the bar's total: those under a draining
+    KEK when one was interrupted, else under the active one (which it starts draining).
+    Counted only for a bar: on a large table the count is a scan of its own."""
+    with services.store.read() as tx:
+        entries = tx.keyring.entries()
+        counts = tx.keyring.count_sealed_by_kek()
+    draining = [e.id for e in entries if e.state == "draining"]
+    source = draining or [e.id for e in entries if e.state == "active"]
+    return sum(counts.get(kek_id, 0) for kek_id in source)
+
+
 # -- rekey --------------------------------------------------------------------------------------
 class _RekeyDisplay:
     """Progress of a rekey on stderr: a bar on a terminal, else one line per step (what a
     log or a test reads)."""
 
-    def __init__(self) -> None:
-        self.live = err.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=err,
-            transient=True,
-        )
-        self.copies = self.progress.add_task("copying under the new key", total=None)
+    def __init__(self, bar: Bar) -> None:
+        self.bar = bar
         self.last_waiting: tuple[str, ...] = ()
-
-    def __enter__(self) -> _RekeyDisplay:
-        if self.live:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live:
-            self.progress.stop()
 
     def event(self, message: str) -> None:
         say(message)
 
     def batch(self, done: int, total: int) -> None:
-        if self.live:
-            self.progress.update(self.copies, completed=done, total=total)
+        if self.bar.live:
+            self.bar.update(completed=done, total=total)
         else:
             say(f"copied {done}/{total} KEKs and barrier rows under the new master key")
 
     def waiting(self, holders: list[HolderStatus], left: float) -> None:
         names = tuple(h.describe() for h in holders)
-        if self.live:
-            self.progress.update(
-                self.copies,
-                description=f"waiting {left:.0f} s more for {len(holders)} process(es) to "
-                "hold the new key",
-            )
+        self.bar.update(
+            description=f"waiting {left:.0f} s more for {len(holders)} process(es) to "
+            "hold the new key"
+        )
         if names != self.last_waiting:
             self.last_waiting = names
             say(
@@ -195,7 +196,8 @@ def master_key_rekey(new_key_file: Path | None, wait: float, batch_size: int, ab
     file = settings.master_key_file if from_env is None else None
     interval = settings.barrier_heartbeat_seconds
     try:
-        with _RekeyDisplay() as display:
+        with progress_bar("copying under the new key") as bar:
+            display = _RekeyDisplay(bar)
             run = RekeyRun(
                 services.store,
                 services.barrier,

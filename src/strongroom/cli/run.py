@@ -26,8 +26,8 @@ import sys
 
 import click
 
-from ..exceptions import PermissionDeniedError
 from .common import (
+    MAX_BATCH,
     ClientOptions,
     ExitCode,
     api_errors,
@@ -37,9 +37,11 @@ from .common import (
     metadata_option,
     open_client,
     parse_metadata,
+    read_values,
     resolve_options,
     warn,
 )
+from .progress import progress_bar
 
 ENV_NAME_HELP = "letters, digits and underscores, not starting with a digit"
 
@@ -173,7 +175,8 @@ def run(
     with open_client(options) as client:
         if all_secrets or metadata:
             unsafe = []
-            for secret in client.secrets.list_all(metadata=metadata or None):
+            listed = client.secrets.list_all(metadata=metadata or None, page_size=MAX_BATCH)
+            for secret in listed:
                 if secret.name in mapping:
                     continue
                 if unsafe_name(secret.name):
@@ -185,19 +188,26 @@ def run(
                     "left out, as their names are unsafe as environment variables (name one "
                     f"with --secret to set it anyway): {', '.join(unsafe)}"
                 )
-        values: dict[str, str] = {}  # a secret given two variable names is read once
+        # Read in batches (a secret given two variable names once), a bar on a terminal
+        # while --all or --metadata fetch many.
+        wanted = list(dict.fromkeys(mapping.values()))
+        with progress_bar(
+            "reading secrets", len(wanted), show=bool(all_secrets or metadata)
+        ) as bar:
+            found = read_values(client, wanted, on_read=bar.advance)
+        values = found.values
         unreadable: list[str] = []
+        for secret_name in wanted:
+            code = found.missed.get(secret_name)
+            if code == "forbidden" and secret_name not in explicit:
+                # A use-only secret (or one this key may not read): tasks can use it, a
+                # command cannot. Only one --all found is left out; a named one fails.
+                unreadable.append(secret_name)
+            elif code is not None:  # fail with the error a read of it alone gives
+                values[secret_name] = client.secrets.get(secret_name).value
         for env_name, secret_name in mapping.items():
             if secret_name not in values:
-                try:
-                    values[secret_name] = client.secrets.get(secret_name).value
-                except PermissionDeniedError:
-                    # A use-only secret (or one this key may not read): tasks can use it,
-                    # a command cannot. Only one --all found is left out; a named one fails.
-                    if secret_name in explicit:
-                        raise
-                    unreadable.append(secret_name)
-                    continue
+                continue
             if "\0" in values[secret_name]:
                 fail(
                     f"the value of {secret_name} holds a NUL character, which an environment "

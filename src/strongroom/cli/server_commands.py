@@ -90,13 +90,14 @@ def open_migrated_store(settings: Settings) -> Store:
 
 
 def open_services_or_fail(settings: Settings) -> Services:
+    from ..server.audit_file import AuditFileError
     from ..server.crypto import MasterKeyError, UnsealError
     from ..server.services import open_services
     from ..server.storage import StorageUnavailable
 
     try:
         services = open_services(settings)
-    except (MasterKeyError, UnsealError) as exc:
+    except (MasterKeyError, UnsealError, AuditFileError) as exc:
         fail(str(exc), code=2)
     except StorageUnavailable as exc:
         # The database is down, full or read-only: say so, without a traceback.
@@ -217,6 +218,7 @@ def worker() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     services.heartbeat.start()
+    services.pruner.start()
     start_engine_or_fail(services)
     err.print(f"worker {settings.executor_id} is running executions", highlight=False)
     try:

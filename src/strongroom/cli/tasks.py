@@ -25,6 +25,7 @@ from .common import (
     options_of,
     say,
 )
+from .progress import Bar, spinner
 
 
 def _read_task(path: Path) -> dict[str, Any]:
@@ -59,12 +60,14 @@ def _show_step(step: ExecutionStep) -> None:
     say(line)
 
 
-def _follow(client: Any, execution: Execution, timeout: float) -> Execution:
-    """Print each step as it changes status until the execution ends (or ``timeout``)."""
+def _follow(client: Any, execution: Execution, timeout: float, waiting: Bar) -> Execution:
+    """Print each step as it changes status until the execution ends (or ``timeout``);
+    ``waiting`` (a spinner on a terminal) shows the status meanwhile."""
     shown: dict[int, str] = {}
     deadline = time.monotonic() + timeout
     for delay in poll_delays():
         execution = client.executions.get(execution.id)
+        waiting.update(description=f"execution {execution.id}: {execution.status}")
         for step in client.executions.steps(execution.id).items:
             if shown.get(step.index) != step.status:
                 shown[step.index] = step.status
@@ -127,7 +130,8 @@ def tasks_run(
         execution = client.tasks.execute(task.id, _parse_input(input_text))
         say(f"execution {execution.id} of task {task.id}: {execution.status}")
         if wait:
-            execution = _follow(client, execution, timeout)
+            with spinner(f"execution {execution.id}: {execution.status}") as waiting:
+                execution = _follow(client, execution, timeout, waiting)
     if as_json:
         click.echo(execution.model_dump_json(indent=2))
     elif execution.status == "succeeded":

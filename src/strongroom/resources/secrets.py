@@ -10,7 +10,7 @@ import contextlib
 import datetime as dt
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from .._core import Operation
@@ -18,10 +18,22 @@ from .._pages import awalk, walk
 from .._resource import AsyncAPIResource, SyncAPIResource, async_call, segment, sync_call
 from .._types import NOT_GIVEN, NotGiven, Timeout
 from ..exceptions import RotationCheckFailed, SecretAlreadyExistsError, SecretNotFoundError
-from ..models import DeletedSecret, Secret, SecretList, SecretPolicy, SecretVersionList
+from ..models import (
+    BatchGetResponse,
+    BatchPutItem,
+    BatchPutResponse,
+    DeletedSecret,
+    Rotation,
+    Secret,
+    SecretList,
+    SecretPolicy,
+    SecretVersionList,
+)
 
 # A policy as the calls take it: the model, or a mapping of the wire's fields.
 PolicyArg = SecretPolicy | Mapping[str, Any]
+# A rotation policy: the model, or {"every": "30d", "task_id": "..."}.
+RotationArg = Rotation | Mapping[str, Any]
 
 
 def _path(name: str) -> str:
@@ -53,6 +65,34 @@ def policy_body(policy: PolicyArg) -> dict[str, Any]:
     return given
 
 
+def _time(when: dt.datetime | None) -> str | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        raise ValueError("give a time with its zone, e.g. datetime.now(timezone.utc)")
+    return when.isoformat()
+
+
+def _rotation_body(rotation: RotationArg | None) -> dict[str, Any] | None:
+    if rotation is None:
+        return None
+    if isinstance(rotation, Rotation):
+        return rotation.model_dump()
+    return dict(rotation)
+
+
+def _lifecycle(
+    expires_at: dt.datetime | NotGiven | None, rotation: RotationArg | NotGiven | None
+) -> dict[str, Any]:
+    """The expiry and rotation fields given (None sends null: none)."""
+    body: dict[str, Any] = {}
+    if not isinstance(expires_at, NotGiven):
+        body["expires_at"] = _time(expires_at)
+    if not isinstance(rotation, NotGiven):
+        body["rotation"] = _rotation_body(rotation)
+    return body
+
+
 def create_secret(
     name: str,
     value: str,
@@ -60,17 +100,23 @@ def create_secret(
     description: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     policy: PolicyArg | None = None,
+    expires_at: dt.datetime | None = None,
+    rotation: RotationArg | None = None,
     timeout: Timeout | NotGiven = NOT_GIVEN,
 ) -> Operation[Secret]:
-    """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken.
-    ``policy`` (a :class:`SecretPolicy` or a dict of its fields) restricts its use;
-    fields left out have their defaults."""
+    """Create a secret; :class:`SecretAlreadyExistsError` if the name is taken (by a
+    deleted secret too, until it is restored or purged). ``policy`` (a
+    :class:`SecretPolicy` or a dict of its fields) restricts its use; ``expires_at``
+    ends its reads; ``rotation`` (``{"every": "30d", "task_id": ...}``) has a task make
+    a new value on schedule."""
     body = {
         "name": name,
         "value": value,
         "description": description,
         "metadata": metadata,
         "policy": None if policy is None else policy_body(policy),
+        "expires_at": _time(expires_at),
+        "rotation": _rotation_body(rotation),
     }
     return Operation(
         "POST",
@@ -87,13 +133,19 @@ def list_secrets(
     limit: int | None = None,
     offset: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    deleted: bool = False,
+    expiring_before: dt.datetime | None = None,
     timeout: Timeout | NotGiven = NOT_GIVEN,
 ) -> Operation[SecretList]:
-    """One page of secrets, by name; values show as ``"ENCRYPTED"``."""
+    """One page of secrets, by name; values show as ``"ENCRYPTED"``. ``deleted=True``
+    lists the deleted ones waiting for their purge instead; ``expiring_before`` only
+    those that expire before then (or have)."""
     params = {
         "limit": limit,
         "offset": offset,
         "metadata": json.dumps(dict(metadata), separators=(",", ":")) if metadata else None,
+        "deleted": "true" if deleted else None,
+        "expiring_before": _time(expiring_before),
     }
     return Operation(
         "GET",
@@ -129,16 +181,21 @@ def update_secret(
     new_name: str | NotGiven = NOT_GIVEN,
     expected_version: int | None = None,
     policy: PolicyArg | NotGiven = NOT_GIVEN,
+    expires_at: dt.datetime | NotGiven | None = NOT_GIVEN,
+    rotation: RotationArg | NotGiven | None = NOT_GIVEN,
     timeout: Timeout | NotGiven = NOT_GIVEN,
 ) -> Operation[Secret]:
     """Change only the fields given; ``description=None`` clears it, ``new_name``
     renames, ``expected_version`` makes it conditional, ``policy`` changes the policy
-    fields it gives (loosening needs the ``secrets:admin`` scope)."""
+    fields it gives (loosening needs the ``secrets:admin`` scope), ``expires_at`` and
+    ``rotation`` replace theirs (``None``: none). A value equal to the current one makes
+    no version (for a key that may read it)."""
     body = _given(value=value, description=description, metadata=metadata, new_name=new_name)
     if expected_version is not None:
         body["expected_version"] = expected_version
     if not isinstance(policy, NotGiven):
         body["policy"] = policy_body(policy)
+    body.update(_lifecycle(expires_at, rotation))
     return Operation(
         "PATCH",
         _path(name),
@@ -160,6 +217,8 @@ def upsert_secret(
     metadata: Mapping[str, Any] | NotGiven = NOT_GIVEN,
     expected_version: int | None = None,
     policy: PolicyArg | NotGiven = NOT_GIVEN,
+    expires_at: dt.datetime | NotGiven | None = NOT_GIVEN,
+    rotation: RotationArg | NotGiven | None = NOT_GIVEN,
     timeout: Timeout | NotGiven = NOT_GIVEN,
 ) -> Operation[Secret]:
     """Create the secret or give it a new value (fields left out are kept, and so
@@ -167,6 +226,7 @@ def upsert_secret(
     body = _given(value=value, description=description, metadata=metadata)
     if not isinstance(policy, NotGiven):
         body["policy"] = policy_body(policy)
+    body.update(_lifecycle(expires_at, rotation))
     return Operation(
         "PUT",
         _path(name),
@@ -180,16 +240,119 @@ def upsert_secret(
 
 
 def delete_secret(
-    name: str, *, expected_version: int | None = None, timeout: Timeout | NotGiven = NOT_GIVEN
+    name: str,
+    *,
+    expected_version: int | None = None,
+    force: bool = False,
+    timeout: Timeout | NotGiven = NOT_GIVEN,
 ) -> Operation[DeletedSecret]:
-    """Delete the secret and its history; the name is free at once."""
+    """Delete the secret: restorable (``restore``) until its ``purge_after``, its name
+    held meanwhile. ``force=True`` purges it now, every version destroyed (needs
+    ``secrets:admin``), and purges one already deleted."""
     return Operation(
         "DELETE",
         _path(name),
         DeletedSecret.model_validate,
+        params={"force": "true" if force else None},
         headers=_if_match(expected_version),
         idempotent=True,
         not_found=SecretNotFoundError,
+        timeout=timeout,
+    )
+
+
+def purge_secret(name: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Operation[DeletedSecret]:
+    """Destroy the secret (live or deleted) and every version now; ``secrets:admin``."""
+    return delete_secret(name, force=True, timeout=timeout)
+
+
+def restore_secret(name: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Operation[Secret]:
+    """Bring a deleted secret back, every version with it, before its purge."""
+    return Operation(
+        "POST",
+        _path(name) + "/restore",
+        Secret.model_validate,
+        idempotent=True,
+        not_found=SecretNotFoundError,
+        timeout=timeout,
+    )
+
+
+def rollback_secret(
+    name: str,
+    version: int,
+    *,
+    expected_version: int | None = None,
+    timeout: Timeout | NotGiven = NOT_GIVEN,
+) -> Operation[Secret]:
+    """Make ``version``'s value current again, as a new version (the value stays on the
+    server, so this needs only ``secrets:write``)."""
+    body: dict[str, Any] = {"version": version}
+    if expected_version is not None:
+        body["expected_version"] = expected_version
+    return Operation(
+        "POST",
+        _path(name) + "/rollback",
+        Secret.model_validate,
+        json=body,
+        idempotent=expected_version is not None,
+        not_found=SecretNotFoundError,
+        timeout=timeout,
+    )
+
+
+def rotate_secret_now(name: str, *, timeout: Timeout | NotGiven = NOT_GIVEN) -> Operation[Secret]:
+    """Make the secret's scheduled rotation due now (it needs a rotation policy)."""
+    return Operation(
+        "POST",
+        _path(name) + "/rotate",
+        Secret.model_validate,
+        idempotent=True,
+        not_found=SecretNotFoundError,
+        timeout=timeout,
+    )
+
+
+def batch_get_secrets(
+    names: Sequence[str], *, timeout: Timeout | NotGiven = NOT_GIVEN
+) -> Operation[BatchGetResponse]:
+    """The values of up to 1,000 secrets in one request (one audit record each); the
+    names without one are in ``errors``, with the code a ``get`` would raise."""
+    if isinstance(names, str):
+        raise TypeError("names must be a list of names, not one string")
+    return Operation(
+        "POST",
+        "/v1/secrets:batchGet",
+        BatchGetResponse.model_validate,
+        json={"names": list(names)},
+        idempotent=True,
+        timeout=timeout,
+    )
+
+
+def batch_put_secrets(
+    secrets: Sequence[BatchPutItem],
+    *,
+    dry_run: bool = False,
+    timeout: Timeout | NotGiven = NOT_GIVEN,
+) -> Operation[BatchPutResponse]:
+    """Create or update up to 1,000 secrets, all or nothing. Each item is a mapping of
+    ``name`` and ``value`` and, optionally, ``description``, ``metadata``, ``policy``
+    and ``expires_at`` (left out: kept). ``dry_run`` says what would change."""
+    items = []
+    for given in secrets:
+        item: dict[str, Any] = dict(given)
+        if "policy" in item and item["policy"] is not None:
+            item["policy"] = policy_body(item["policy"])
+        if isinstance(item.get("expires_at"), dt.datetime):
+            item["expires_at"] = _time(item["expires_at"])
+        items.append(item)
+    return Operation(
+        "PUT",
+        "/v1/secrets:batch",
+        BatchPutResponse.model_validate,
+        json={"secrets": items, "dry_run": dry_run},
+        idempotent=True,
         timeout=timeout,
     )
 
@@ -243,6 +406,12 @@ class Secrets(SyncAPIResource):
     update = sync_call(update_secret)
     upsert = sync_call(upsert_secret)
     delete = sync_call(delete_secret)
+    purge = sync_call(purge_secret)
+    restore = sync_call(restore_secret)
+    rollback = sync_call(rollback_secret)
+    rotate_now = sync_call(rotate_secret_now)
+    batch_get = sync_call(batch_get_secrets)
+    batch_put = sync_call(batch_put_secrets)
     versions = sync_call(secret_versions)
 
     def list_all(
@@ -287,6 +456,12 @@ class AsyncSecrets(AsyncAPIResource):
     update = async_call(update_secret)
     upsert = async_call(upsert_secret)
     delete = async_call(delete_secret)
+    purge = async_call(purge_secret)
+    restore = async_call(restore_secret)
+    rollback = async_call(rollback_secret)
+    rotate_now = async_call(rotate_secret_now)
+    batch_get = async_call(batch_get_secrets)
+    batch_put = async_call(batch_put_secrets)
     versions = async_call(secret_versions)
 
     async def list_all(

@@ -1,5 +1,6 @@
 """The ASGI application: routes, middleware and error envelope over the services, and the
-lifespan that starts and stops this process's execution engine."""
+lifespan that starts and stops this process's execution engine, barrier heartbeat and
+audit pruner."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from .services import Services
 def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     """The whole server over ``services``: routes, limits, error envelope, and (unless
     ``run_engine`` is False, for an app that only answers requests, as in-process tests
-    use it) this process's execution engine and barrier heartbeat, started and stopped
-    with the app."""
+    use it) this process's execution engine, barrier heartbeat and audit pruner (past
+    STRONGROOM_AUDIT_RETENTION_DAYS), started and stopped with the app."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -35,6 +36,7 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
             yield
             return
         services.heartbeat.start()
+        services.pruner.start()
         try:
             # DBOS's launch does blocking I/O (its database, recovery): off the event loop.
             await run_in_threadpool(services.engine.start)
@@ -43,6 +45,7 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
             finally:
                 await run_in_threadpool(services.engine.stop)
         finally:
+            await run_in_threadpool(services.pruner.stop)
             await run_in_threadpool(services.heartbeat.stop)
 
     app = FastAPI(
@@ -65,6 +68,7 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(secret_routes.batch_router)
     app.include_router(secret_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(session_routes.router)

@@ -88,6 +88,14 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Expired(ServiceError):
+    """A secret past its ``expires_at``: it is still there (an admin may read it, or give
+    it a new value and expiry), but its value is no longer handed out."""
+
+    code = "expired"
+    status = 410
+
+
 class PreconditionFailed(ServiceError):
     code = "precondition_failed"
     status = 412

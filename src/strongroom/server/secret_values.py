@@ -9,7 +9,10 @@ using secrets on behalf of the key that started it) both go through it.
 
 from __future__ import annotations
 
+import datetime as dt
+import hmac
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -58,6 +61,7 @@ class Refusal(StrEnum):
 
     MISSING = "missing"  # no such secret
     OUT_OF_REACH = "out_of_reach"  # outside the rule of the key it is revealed for
+    EXPIRED = "expired"  # past its expires_at (an admin's read is still allowed)
     NO_VERSION = "no_version"  # the secret exists, the version asked for does not
     USE_ONLY = "use_only"  # its policy says readable: false, and this is a READ
     DAMAGED = "damaged"  # the stored ciphertext failed authentication
@@ -70,6 +74,7 @@ class Refusal(StrEnum):
 _OUTCOMES = {
     Refusal.MISSING: "not_found",
     Refusal.OUT_OF_REACH: "forbidden",
+    Refusal.EXPIRED: "expired",
     Refusal.NO_VERSION: "not_found",
     Refusal.USE_ONLY: "forbidden",
     Refusal.DAMAGED: "internal_error",
@@ -100,22 +105,93 @@ def reveal(
     version: int | None = None,
     detail: str | None = None,
     rule: ResourceRule | None = None,
+    allow_expired: bool = False,
 ) -> Revealed:
     """Open secret ``name`` of the actor's tenant (its latest version unless ``version``)
     and record the read, whatever its outcome, in ``tx``: the caller commits both or
     neither. ``detail`` is the record's detail (by default the version read). A secret
-    outside ``rule`` (the actor's key's) is refused before anything else is looked at."""
+    outside ``rule`` (the actor's key's) is refused before anything else is looked at;
+    an expired one next, unless ``allow_expired`` (an admin's read)."""
     if actor.tenant_id is None:
         raise ValueError("a value is revealed only to an actor of a tenant")
     secret = tx.secrets.by_name(actor.tenant_id, name)
     wanted = version if version is not None else (secret.version if secret else 0)
     stored = tx.secrets.version(secret.id, wanted) if secret else None
+    return _reveal_found(
+        tx,
+        keyring,
+        actor,
+        name,
+        secret,
+        wanted,
+        stored,
+        purpose=purpose,
+        detail=detail,
+        rule=rule,
+        allow_expired=allow_expired,
+    )
+
+
+def reveal_many(
+    tx: Transaction,
+    keyring: Keyring,
+    actor: Actor,
+    names: Sequence[str],
+    *,
+    rule: ResourceRule | None,
+    allow_expired: bool,
+) -> list[Revealed]:
+    """:func:`reveal` of each of ``names`` (current versions, read by an API key), with
+    the secrets and their versions looked up a few hundred at a time; one record each."""
+    if actor.tenant_id is None:
+        raise ValueError("a value is revealed only to an actor of a tenant")
+    found = tx.secrets.by_names(actor.tenant_id, names)
+    stored = tx.secrets.current_versions([(s.id, s.version) for s in found.values()])
+    revealed = []
+    for name in names:
+        secret = found.get(name)
+        revealed.append(
+            _reveal_found(
+                tx,
+                keyring,
+                actor,
+                name,
+                secret,
+                secret.version if secret else 0,
+                stored.get(secret.id) if secret else None,
+                purpose=Purpose.READ,
+                detail=None,
+                rule=rule,
+                allow_expired=allow_expired,
+            )
+        )
+    return revealed
+
+
+def _reveal_found(
+    tx: Transaction,
+    keyring: Keyring,
+    actor: Actor,
+    name: str,
+    secret: SecretRecord | None,
+    wanted: int,
+    stored: StoredVersion | None,
+    *,
+    purpose: Purpose,
+    detail: str | None,
+    rule: ResourceRule | None,
+    allow_expired: bool,
+) -> Revealed:
+    """Decide, open and record one secret already looked up (see :func:`reveal`)."""
+    assert actor.tenant_id is not None
     value: str | None = None
     refusal: Refusal | None = None
     if secret is None:
         refusal = Refusal.MISSING
     elif rule is not None and not rule.admits(secret.name, secret.metadata):
         refusal = Refusal.OUT_OF_REACH
+    elif not allow_expired and secret.expired(dt.datetime.now(dt.UTC)):
+        refusal = Refusal.EXPIRED
     elif purpose is Purpose.READ and not secret.policy.readable:
         refusal = Refusal.USE_ONLY  # before any version is looked at, or opened
     elif stored is None:
@@ -133,6 +209,8 @@ def reveal(
             refusal = Refusal.DAMAGED
     if refusal is Refusal.OUT_OF_REACH:
         detail = "outside the key's rule"
+    elif refusal is Refusal.EXPIRED and secret is not None and secret.expires_at is not None:
+        detail = f"expired at {secret.expires_at.isoformat()}"
     elif detail is None and secret is not None:
         detail = f"version {wanted}"
     trail.record(
@@ -147,3 +225,48 @@ def reveal(
         ),
     )
     return Revealed(name, secret, wanted, value, refusal)
+
+
+# -- inside the server: values compared and copied, never handed out ------------------------
+def _open(keyring: Keyring, tx: Transaction, secret: SecretRecord, version: int) -> str | None:
+    stored = tx.secrets.version(secret.id, version)
+    if stored is None:
+        return None
+    return decrypt_value(
+        keyring, stored, secret_tenant_id=secret.tenant_id, caller_tenant_id=secret.tenant_id
+    )
+
+
+def holds_value(
+    keyring: Keyring, tx: Transaction, secret: SecretRecord, version: int, candidate: str
+) -> bool:
+    """Whether ``version`` of ``secret`` holds ``candidate`` (compared in constant time).
+
+    Nothing leaves: the answer is one bit, which the secrets service tells only to a
+    caller who could read the value anyway (see ``SecretService._same_value``)."""
+    current = _open(keyring, tx, secret, version)
+    return current is not None and hmac.compare_digest(current.encode(), candidate.encode())
+
+
+def versions_match(keyring: Keyring, tx: Transaction, secret: SecretRecord, a: int, b: int) -> bool:
+    """Whether two versions of ``secret`` hold the same value."""
+    first, second = _open(keyring, tx, secret, a), _open(keyring, tx, secret, b)
+    return (
+        first is not None
+        and second is not None
+        and hmac.compare_digest(first.encode(), second.encode())
+    )
+
+
+def reseal_version(
+    keyring: Keyring, tx: Transaction, secret: SecretRecord, source: int, kek_id: int
+) -> StoredVersion | None:
+    """Version ``source``'s value sealed again as ``secret.version`` (a rollback's new
+    version), decrypted and encrypted here so the value never leaves; None when the
+    source version does not exist. A damaged source is an ``IntegrityFailure``."""
+    value = _open(keyring, tx, secret, source)
+    if value is None:
+        return None
+    context = value_context(secret.tenant_id, secret.id, secret.version)
+    sealed = keyring.encrypt(context, value.encode(), kek_id)
+    return StoredVersion(secret.tenant_id, secret.id, secret.version, sealed)

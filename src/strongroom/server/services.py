@@ -5,7 +5,9 @@ service on it; the HTTP layer (``app.py``) and the commands only use what it ret
 This process's execution engine is part of it but does not run until it is started: by
 the app's lifespan (``strongroom serve``) or by ``strongroom worker``. Until then an
 execution waits queued, for whichever engine picks it up. The barrier's heartbeat
-(:mod:`.crypto.heartbeat`) is started the same way, by the long-running processes only.
+(:mod:`.crypto.heartbeat`) and the audit retention's pruner (:mod:`.audit_retention`) are
+started the same way, by the long-running processes only. The audit file
+(:mod:`.audit_file`), when configured, is opened here and gets every process's events.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from typing import TYPE_CHECKING
 
 from .apikeys import KeyService
 from .audit import AuditService
+from .audit_file import AuditFile
+from .audit_retention import Pruner
 from .crypto import Barrier
 from .crypto.heartbeat import Heartbeat
 from .crypto.masterkey import key_file_is_private, load_master_keys, read_key_file
+from .secret_batches import SecretBatches
 from .secrets import SecretService
 from .sessions import SessionService
 from .settings import Settings
@@ -51,9 +56,12 @@ class EngineHost:
     executions (``keys``, ``master-key``) should not pay for.
     """
 
-    def __init__(self, make_runner: Callable[[], Runner], executor_id: str) -> None:
+    def __init__(
+        self, make_runner: Callable[[], Runner], executor_id: str, scheduler_seconds: float = 60.0
+    ) -> None:
         self._make_runner = make_runner
         self.executor_id = executor_id
+        self.scheduler_seconds = scheduler_seconds
         self._engine: DurableEngine | None = None
         self._lock = threading.Lock()
 
@@ -63,7 +71,9 @@ class EngineHost:
         with self._lock:
             if self._engine is not None:
                 raise RuntimeError("this process's execution engine is already running")
-            engine = DurableEngine(self._make_runner(), self.executor_id)
+            engine = DurableEngine(
+                self._make_runner(), self.executor_id, scheduler_seconds=self.scheduler_seconds
+            )
             engine.start()
             self._engine = engine
 
@@ -86,16 +96,20 @@ class Services:
     store: Store
     barrier: Barrier
     secrets: SecretService
+    batches: SecretBatches  # batch reads and writes, by the rules of ``secrets``
     tasks: TaskService
     audit: AuditService
     sessions: SessionService
     keys: KeyService
     engine: EngineHost
     heartbeat: Heartbeat
+    pruner: Pruner
+    audit_file: AuditFile | None = None
 
     def close(self) -> None:
-        """Stop the heartbeat and the engine if they run, leave the barrier's holders,
-        and close the database."""
+        """Stop the pruner, the heartbeat and the engine if they run, leave the barrier's
+        holders, and close the database and the audit file."""
+        self.pruner.stop()
         self.heartbeat.stop()
         self.engine.stop()
         try:
@@ -104,33 +118,57 @@ class Services:
             # Its row goes stale and counts as gone after a few heartbeat intervals.
             log.warning("could not remove this process from the barrier holders", exc_info=True)
         self.store.close()
+        if self.audit_file is not None:
+            self.audit_file.close()
 
 
 def open_services(settings: Settings, *, master_key: bytes | None = None) -> Services:
     """Open the database, apply migrations, unseal the barrier, and build the services.
 
     Raises :class:`~strongroom.server.crypto.MasterKeyError` or
-    :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served.
+    :class:`~strongroom.server.crypto.WrongMasterKey` before anything is served, and
+    :class:`~.audit_file.AuditFileError` for an audit file it cannot open.
     """
     master_keys = _master_keys(settings) if master_key is None else [master_key]
     store: Store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    try:
+        audit_file = attach_audit_file(store, settings)
+    except BaseException:
+        store.close()
+        raise
     try:
         store.migrate()
         barrier = Barrier(master_keys, store, key_source=_key_source(settings, master_key))
         keyring = barrier.unseal()
     except BaseException:
         store.close()
+        if audit_file is not None:
+            audit_file.close()
         raise
     limits = task_limits(settings)
     engine = EngineHost(
-        lambda: Runner(store, barrier, tool_config(settings), limits=limits),
+        lambda: Runner(
+            store,
+            barrier,
+            tool_config(settings),
+            limits=limits,
+            max_value_bytes=settings.max_value_bytes,
+        ),
         settings.executor_id,
+        settings.scheduler_seconds,
+    )
+    secrets = SecretService(
+        store,
+        keyring,
+        max_value_bytes=settings.max_value_bytes,
+        recovery_window=dt.timedelta(days=settings.secret_recovery_days),
     )
     return Services(
         settings=settings,
         store=store,
         barrier=barrier,
-        secrets=SecretService(store, keyring, max_value_bytes=settings.max_value_bytes),
+        secrets=secrets,
+        batches=SecretBatches(secrets),
         tasks=TaskService(store, engine, limits=limits),
         audit=AuditService(store),
         sessions=SessionService(
@@ -139,7 +177,20 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
         keys=KeyService(store, barrier),
         engine=engine,
         heartbeat=Heartbeat(barrier, settings.barrier_heartbeat_seconds),
+        pruner=Pruner(store, settings.audit_retention_days, settings.audit_prune_interval_seconds),
+        audit_file=audit_file,
     )
+
+
+def attach_audit_file(store: Store, settings: Settings) -> AuditFile | None:
+    """Open ``STRONGROOM_AUDIT_FILE`` (if set) and make it the store's audit sink, so that
+    every event the store commits is appended to it; raises
+    :class:`~.audit_file.AuditFileError` when it cannot be opened."""
+    if settings.audit_file is None:
+        return None
+    audit_file = AuditFile.open(settings.audit_file)
+    store.audit_sinks = (audit_file.append,)
+    return audit_file
 
 
 def _master_keys(settings: Settings) -> list[bytes]:

@@ -44,6 +44,20 @@ class Settings(BaseSettings, AllToolSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL", description="SQLite fsync policy: FULL survives power loss, NORMAL is faster"
     )
+    # -- the secret lifecycle ---------------------------------------------------------------
+    secret_recovery_days: int = Field(
+        7,
+        ge=0,
+        le=365,
+        description="days a deleted secret can be restored before it is purged (0: a delete "
+        "purges at once)",
+    )
+    scheduler_seconds: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="how often the scheduler looks for due rotations and ended recovery windows",
+    )
     # -- abuse limits -----------------------------------------------------------------------
     rate_limit_per_key: str = Field(
         "100/second;3000/minute", description="requests one API key may make ('off' for none)"
@@ -57,6 +71,24 @@ class Settings(BaseSettings, AllToolSettings):
     forwarded_allow_ips: str = Field(
         "",
         description="proxies whose X-Forwarded-For names the client (comma-separated IPs or *)",
+    )
+    # -- the audit trail --------------------------------------------------------------------
+    audit_retention_days: int = Field(
+        0,
+        ge=0,
+        le=100 * 366,
+        description="days an audit event is kept before the server prunes it (0: forever)",
+    )
+    audit_prune_interval_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="how often a server or worker prunes the events past retention",
+    )
+    audit_file: Path | None = Field(
+        None,
+        description="append each committed audit event to this file, one JSON object a line "
+        "(docs/audit.md)",
     )
     # -- browser sessions -------------------------------------------------------------------
     session_seconds: int = Field(
@@ -95,6 +127,13 @@ class Settings(BaseSettings, AllToolSettings):
                 "STRONGROOM_TASK_CONCURRENCY_PER_TENANT cannot exceed STRONGROOM_TASK_CONCURRENCY"
             )
         return self
+
+    @field_validator("audit_file", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        # STRONGROOM_AUDIT_FILE= (empty) turns the file off, as leaving it unset does;
+        # Path("") would be the current directory.
+        return None if value == "" else value
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_auth_failures")
     @classmethod

@@ -4,14 +4,19 @@ An event is recorded in the transaction of the change it describes, so the two c
 together (:func:`record`); a refusal, whose transaction rolls back or never began, is
 recorded in one of its own (:func:`record_alone`). Reading the trail is
 :class:`~.audit.AuditService`'s.
+
+Once the transaction commits, and before the service returns, each recorded event is also
+handed to the store's audit sinks (the JSON-lines file of :mod:`.audit_file`): an event
+that rolls back is never copied. Removing old events is :mod:`.audit_retention`'s.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from functools import partial
 
 from .storage import AuditEvent, Store, Transaction
 
@@ -27,8 +32,12 @@ class Action(StrEnum):
     VERSIONS = "secret.versions"
     UPDATE = "secret.update"
     RENAME = "secret.rename"
-    DELETE = "secret.delete"
+    DELETE = "secret.delete"  # into the recovery window
+    RESTORE = "secret.restore"  # back out of it
+    PURGE = "secret.purge"  # every version destroyed, by force or at the window's end
+    ROTATE = "secret.rotate"  # a scheduled rotation started, or ended without a new value
     AUDIT_READ = "audit.read"
+    AUDIT_PRUNE = "audit.prune"  # old events removed (audit_retention.py): never silently
     KEY_CREATE = "key.create"
     KEY_UPDATE = "key.update"
     KEY_ROTATE = "key.rotate"
@@ -84,8 +93,13 @@ def event(
 
 
 def record(tx: Transaction, audit_event: AuditEvent) -> None:
-    """Record inside the caller's transaction: the event commits with the change."""
-    tx.audit.insert(audit_event)
+    """Record inside the caller's transaction: the event commits with the change, and is
+    copied to the audit sinks once it has (with the id the database gave it)."""
+    event_id = tx.audit.insert(audit_event)
+    if tx.audit_sinks:
+        stored = replace(audit_event, id=event_id)
+        for sink in tx.audit_sinks:
+            tx.after_commit(partial(sink, stored))
     # The database holds the trail; the log copy is for debugging only. At INFO every
     # request would write two log lines instead of one.
     log.debug(

@@ -1,5 +1,7 @@
 /**
- * `client.secrets`: create, list, read, update, rotate and delete secrets.
+ * `client.secrets`: create, list, read, update, rotate and delete secrets; restore or purge
+ * a deleted one, roll back to an earlier value, make a scheduled rotation due now, and
+ * read or write many at once (`batchGet`, `batchPut`).
  *
  * The request builders come first, one per call (method, path, wire body, how to read the
  * answer), then the {@link Secrets} resource that sends them, as in the Python SDK's
@@ -11,10 +13,16 @@ import type { Operation } from "../operation.js";
 import { walk } from "../pages.js";
 import type { Transport } from "../transport.js";
 import type {
+  BatchGetResponse,
+  BatchPutItem,
+  BatchPutResponse,
   DeletedSecret,
   Metadata,
   RequestOptions,
+  Rotation,
   Secret,
+  SecretBatchGetParams,
+  SecretBatchPutParams,
   SecretCreateParams,
   SecretDeleteParams,
   SecretGetParams,
@@ -23,12 +31,23 @@ import type {
   SecretListParams,
   SecretPolicyParams,
   SecretRef,
+  SecretRollbackParams,
   SecretRotateOptions,
   SecretUpdateParams,
   SecretUpsertParams,
   SecretVersionList,
+  Timestamp,
 } from "../types.js";
-import { fromWire, listFromWire, queryString, secretFromWire, secretListFromWire, segment } from "../wire.js";
+import {
+  batchGetFromWire,
+  fromWire,
+  listFromWire,
+  queryString,
+  secretFromWire,
+  secretListFromWire,
+  segment,
+  timeToWire,
+} from "../wire.js";
 import { refOf, requireString } from "./refs.js";
 
 const secretPath = (name: string): string => `/v1/secrets/${segment(name)}`;
@@ -58,17 +77,44 @@ function policyToWire(policy: SecretPolicyParams): Record<string, unknown> {
   });
 }
 
+/** An expiry's wire form: `undefined` leaves it out, `null` is sent (it clears). */
+function expiryToWire(expiresAt: Timestamp | Date | null | undefined): string | null | undefined {
+  return expiresAt == null ? expiresAt : timeToWire(expiresAt, "expiresAt");
+}
+
+/** A rotation policy's wire form: `undefined` leaves it out, `null` is sent (it ends rotation). */
+function rotationToWire(rotation: Rotation | null | undefined): Record<string, unknown> | null | undefined {
+  if (rotation == null) {
+    return rotation;
+  }
+  if (typeof rotation !== "object" || Array.isArray(rotation)) {
+    throw new TypeError('rotation must be an object ({ every: "30d", taskId }) or null');
+  }
+  return { every: rotation.every, task_id: rotation.taskId };
+}
+
+/** The expiry and rotation given, in the wire's spelling. */
+interface Lifecycle {
+  expiresAt?: Timestamp | Date | null | undefined;
+  rotation?: Rotation | null | undefined;
+}
+
+function lifecycleToWire({ expiresAt, rotation }: Lifecycle): Record<string, unknown> {
+  return given({ expires_at: expiryToWire(expiresAt), rotation: rotationToWire(rotation) });
+}
+
 function createSecret(
   name: string,
   value: string,
   description: string | null | undefined,
   metadata: Metadata | undefined,
   policy?: SecretPolicyParams,
+  lifecycle: Lifecycle = {},
 ): Operation<Secret> {
   const wirePolicy = policy === undefined ? undefined : policyToWire(policy);
-  const body = Object.fromEntries(
-    Object.entries({ name, value, description, metadata, policy: wirePolicy }).filter(([, v]) => v != null),
-  );
+  const fields = { name, value, description, metadata, policy: wirePolicy, ...lifecycleToWire(lifecycle) };
+  // null is "none" for every field of a new secret: left out, it is the default anyway.
+  const body = Object.fromEntries(Object.entries(fields).filter(([, v]) => v != null));
   return {
     method: "POST",
     path: "/v1/secrets",
@@ -79,16 +125,20 @@ function createSecret(
   };
 }
 
-function listSecrets(
-  limit: number | undefined,
-  offset: number | undefined,
-  metadata: Metadata | undefined,
-): Operation<SecretList> {
+function listSecrets(params: SecretListParams): Operation<SecretList> {
+  const { limit, offset, metadata, deleted, expiringBefore } = params;
   // The contract's filter form: the whole object as JSON in one parameter.
   const filter = metadata && Object.keys(metadata).length ? JSON.stringify(metadata) : undefined;
+  const query = {
+    limit,
+    offset,
+    metadata: filter,
+    deleted: deleted ? true : undefined,
+    expiring_before: expiringBefore === undefined ? undefined : timeToWire(expiringBefore, "expiringBefore"),
+  };
   return {
     method: "GET",
-    path: "/v1/secrets" + queryString({ limit, offset, metadata: filter }),
+    path: "/v1/secrets" + queryString(query),
     idempotent: true,
     parse: secretListFromWire<SecretList>,
   };
@@ -104,7 +154,7 @@ function getSecret(name: string, version: number | undefined): Operation<Secret>
   };
 }
 
-interface SecretChanges {
+interface SecretChanges extends Lifecycle {
   value?: string | undefined;
   description?: string | null | undefined;
   metadata?: Metadata | undefined;
@@ -125,6 +175,7 @@ function updateSecret(name: string, changes: SecretChanges): Operation<Secret> {
       new_name: newName,
       expected_version: expectedVersion ?? undefined,
       policy: policy === undefined ? undefined : policyToWire(policy),
+      ...lifecycleToWire(changes),
     }),
     // A conditional update cannot apply twice: the second try meets a newer version.
     idempotent: expectedVersion != null,
@@ -141,6 +192,7 @@ function upsertSecret(
   metadata: Metadata | undefined,
   expectedVersion: number | undefined,
   policy?: SecretPolicyParams,
+  lifecycle: Lifecycle = {},
 ): Operation<Secret> {
   return {
     method: "PUT",
@@ -150,6 +202,7 @@ function upsertSecret(
       description,
       metadata,
       policy: policy === undefined ? undefined : policyToWire(policy),
+      ...lifecycleToWire(lifecycle),
     }),
     headers: ifMatch(expectedVersion),
     idempotent: true,
@@ -161,14 +214,81 @@ function upsertSecret(
 function deleteSecret(
   name: string,
   expectedVersion: number | undefined,
+  force: boolean | undefined,
 ): Operation<DeletedSecret> {
   return {
     method: "DELETE",
-    path: secretPath(name),
+    path: secretPath(name) + queryString({ force: force ? true : undefined }),
     headers: ifMatch(expectedVersion),
     idempotent: true,
     parse: fromWire<DeletedSecret>,
     notFound: SecretNotFoundError,
+  };
+}
+
+/** A POST to one of the secret's actions (`restore`, `rotate`), answered by the secret. */
+function secretAction(name: string, action: string): Operation<Secret> {
+  return {
+    method: "POST",
+    path: `${secretPath(name)}/${action}`,
+    // Doing either twice ends as doing it once.
+    idempotent: true,
+    parse: secretFromWire<Secret>,
+    notFound: SecretNotFoundError,
+  };
+}
+
+function rollbackSecret(name: string, version: number, expectedVersion: number | undefined): Operation<Secret> {
+  return {
+    method: "POST",
+    path: `${secretPath(name)}/rollback`,
+    body: given({ version, expected_version: expectedVersion ?? undefined }),
+    // An unconditional one, sent twice, would make two versions.
+    idempotent: expectedVersion != null,
+    parse: secretFromWire<Secret>,
+    notFound: SecretNotFoundError,
+  };
+}
+
+function batchGetSecrets(names: string[]): Operation<BatchGetResponse> {
+  if (!Array.isArray(names)) {
+    throw new TypeError("names must be an array of secret names");
+  }
+  return {
+    method: "POST",
+    path: "/v1/secrets:batchGet",
+    body: { names },
+    idempotent: true,
+    parse: batchGetFromWire<BatchGetResponse>,
+  };
+}
+
+function batchItemToWire(item: BatchPutItem): Record<string, unknown> {
+  if (item === null || typeof item !== "object" || Array.isArray(item)) {
+    throw new TypeError("each secret must be an object: { name, value, ... }");
+  }
+  const { name, value, description, metadata, policy, expiresAt } = item;
+  return given({
+    name,
+    value,
+    description,
+    metadata,
+    policy: policy === undefined ? undefined : policyToWire(policy),
+    expires_at: expiryToWire(expiresAt),
+  });
+}
+
+function batchPutSecrets(secrets: BatchPutItem[], dryRun: boolean | undefined): Operation<BatchPutResponse> {
+  if (!Array.isArray(secrets)) {
+    throw new TypeError("secrets must be an array of { name, value, ... }");
+  }
+  return {
+    method: "PUT",
+    path: "/v1/secrets:batch",
+    body: { secrets: secrets.map(batchItemToWire), dry_run: dryRun ?? false },
+    // Sent again, every item is already as asked: the second answer says "unchanged".
+    idempotent: true,
+    parse: listFromWire<BatchPutResponse>,
   };
 }
 
@@ -182,7 +302,10 @@ function secretVersions(name: string): Operation<SecretVersionList> {
   };
 }
 
-/** `client.secrets`: create, list, read, update, rotate and delete secrets. */
+/**
+ * `client.secrets`: create, list, read, update, rotate and delete secrets; restore, purge,
+ * roll back, and read or write many at once.
+ */
 export class Secrets {
   readonly #transport: Transport;
 
@@ -190,17 +313,27 @@ export class Secrets {
     this.#transport = transport;
   }
 
-  /** Create a secret; `SecretAlreadyExistsError` (`conflict`) if the name is taken. */
+  /**
+   * Create a secret; `SecretAlreadyExistsError` (`conflict`) if the name is taken, by a
+   * deleted secret too until it is restored or purged. `expiresAt` ends its reads;
+   * `rotation` has a task make a new value on schedule.
+   */
   async create(params: SecretCreateParams, options?: RequestOptions): Promise<Secret> {
-    const { name, value, description, metadata, policy } = params;
-    const op = createSecret(requireString(name, "name"), value, description, metadata, policy);
+    const { name, value, description, metadata, policy, expiresAt, rotation } = params;
+    const op = createSecret(requireString(name, "name"), value, description, metadata, policy, {
+      expiresAt,
+      rotation,
+    });
     return this.#transport.send(op, options);
   }
 
-  /** One page of secrets, ordered by name; each `value` is `"ENCRYPTED"`. */
+  /**
+   * One page of secrets, ordered by name; each `value` is `"ENCRYPTED"`. `deleted: true`
+   * lists the deleted ones waiting for their purge instead; `expiringBefore` only those
+   * that expire before then (or have).
+   */
   async list(params: SecretListParams = {}, options?: RequestOptions): Promise<SecretList> {
-    const { limit, offset, metadata } = params;
-    return this.#transport.send(listSecrets(limit, offset, metadata), options);
+    return this.#transport.send(listSecrets(params ?? {}), options);
   }
 
   /**
@@ -224,7 +357,9 @@ export class Secrets {
   /**
    * Change only the fields given: `description: null` clears it, `metadata` replaces the
    * whole object, `newName` renames, `expectedVersion` makes it conditional, `policy`
-   * changes the policy fields it gives (loosening needs the `secrets:admin` scope).
+   * changes the policy fields it gives (loosening needs the `secrets:admin` scope),
+   * `expiresAt` and `rotation` replace theirs (`null`: none). A value equal to the current
+   * one makes no version (for a key that may read it).
    */
   async update(params: SecretUpdateParams, options?: RequestOptions): Promise<Secret> {
     const { name, ...changes } = params;
@@ -233,7 +368,7 @@ export class Secrets {
 
   /** Create the secret, or give it a new value (fields left out keep theirs). */
   async upsert(params: SecretUpsertParams, options?: RequestOptions): Promise<Secret> {
-    const { name, value, description, metadata, expectedVersion, policy } = params;
+    const { name, value, description, metadata, expectedVersion, policy, expiresAt, rotation } = params;
     const op = upsertSecret(
       requireString(name, "name"),
       value,
@@ -241,15 +376,63 @@ export class Secrets {
       metadata,
       expectedVersion,
       policy,
+      { expiresAt, rotation },
     );
     return this.#transport.send(op, options);
   }
 
-  /** Delete the secret and its history; the name is free at once. */
+  /**
+   * Delete the secret: restorable (`restore`) until its `purgeAfter`, its name held
+   * meanwhile so that no new secret takes it by mistake. `force: true` purges it now
+   * (needs `secrets:admin`).
+   */
   async delete(params: SecretRef | SecretDeleteParams, options?: RequestOptions): Promise<DeletedSecret> {
-    const expected =
-      typeof params === "string" ? undefined : (params as SecretDeleteParams | undefined)?.expectedVersion;
-    return this.#transport.send(deleteSecret(refOf(params, "name"), expected), options);
+    const { expectedVersion, force } =
+      typeof params === "string" ? ({} as Partial<SecretDeleteParams>) : ((params ?? {}) as SecretDeleteParams);
+    return this.#transport.send(deleteSecret(refOf(params, "name"), expectedVersion, force), options);
+  }
+
+  /** Destroy the secret, live or deleted, and every version now (needs `secrets:admin`). */
+  async purge(params: SecretRef, options?: RequestOptions): Promise<DeletedSecret> {
+    return this.#transport.send(deleteSecret(refOf(params, "name"), undefined, true), options);
+  }
+
+  /** Bring a deleted secret back, every version with it, before its purge. */
+  async restore(params: SecretRef, options?: RequestOptions): Promise<Secret> {
+    return this.#transport.send(secretAction(refOf(params, "name"), "restore"), options);
+  }
+
+  /**
+   * Make `version`'s value current again, as a new version. The value never leaves the
+   * server, so this needs only `secrets:write`.
+   */
+  async rollback(params: SecretRollbackParams, options?: RequestOptions): Promise<Secret> {
+    const { name, version, expectedVersion } = params;
+    return this.#transport.send(rollbackSecret(requireString(name, "name"), version, expectedVersion), options);
+  }
+
+  /**
+   * Make the secret's scheduled rotation due now (`ConflictError` without a rotation
+   * policy). Not {@link Secrets.rotate}, which sets a value you give.
+   */
+  async rotateNow(params: SecretRef, options?: RequestOptions): Promise<Secret> {
+    return this.#transport.send(secretAction(refOf(params, "name"), "rotate"), options);
+  }
+
+  /**
+   * The values of up to 1000 secrets in one request (one audit record each). The names
+   * without one are in `errors`, each with the code a `get` of it would reject with.
+   */
+  async batchGet(params: SecretBatchGetParams, options?: RequestOptions): Promise<BatchGetResponse> {
+    return this.#transport.send(batchGetSecrets(params?.names), options);
+  }
+
+  /**
+   * Create or update up to 1000 secrets, all or nothing; fields an item leaves out keep an
+   * existing secret's own. `dryRun` says what would change and changes nothing.
+   */
+  async batchPut(params: SecretBatchPutParams, options?: RequestOptions): Promise<BatchPutResponse> {
+    return this.#transport.send(batchPutSecrets(params?.secrets, params?.dryRun), options);
   }
 
   /** The secret's versions, newest first (never their values). */

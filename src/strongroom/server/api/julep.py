@@ -130,7 +130,7 @@ def update_secret(
     status_code=202,
     response_model=JulepDeleted,
     responses=error_responses(*_COMMON, 404),
-    summary="Delete a secret by id and all its versions; the name is free at once",
+    summary="Delete a secret by id (restorable during the recovery window)",
 )
 def delete_secret(secret_id: SecretIdPath, caller: Auth, svc: Svc) -> dict[str, Any]:
     deleted = svc.secrets.delete_by_id(caller, secret_id)

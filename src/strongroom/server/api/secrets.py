@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Annotated, Any
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from ..auth import Caller
 from ..errors import ValidationFailed
 from ..policy import DEFAULT_POLICY
+from ..secret_batches import BatchItem
 from ..secrets import UNSET, RevealedSecret, resolve_policy, write_answer
 from ..storage import SecretRecord
 from .deps import Auth, Limit, Offset, Svc
@@ -21,6 +23,7 @@ from .schemas.common import (
     COMMON_ERRORS,
     NAME_SCHEMA,
     VERSION_MAX,
+    aware,
     check_metadata,
     check_name,
     error_responses,
@@ -85,6 +88,20 @@ def _policy_change(
     return change
 
 
+def _lifecycle(
+    body: schemas.SecretCreate | schemas.SecretUpdate | schemas.SecretPut,
+) -> dict[str, Any]:
+    """The expiry and rotation a request gives, as the service takes them: left out is
+    ``UNSET`` (kept), null is None (none)."""
+    given = body.model_fields_set
+    found: dict[str, Any] = {"expires_at": UNSET, "rotation": UNSET}
+    if "expires_at" in given:
+        found["expires_at"] = aware(body.expires_at, "body.expires_at")
+    if "rotation" in given:
+        found["rotation"] = None if body.rotation is None else body.rotation.model_dump()
+    return found
+
+
 def _metadata_filter(request: Request) -> dict[str, Any] | None:
     """``metadata={"k": "v"}`` as JSON, or the bracket form ``metadata[k]=v``."""
     found: dict[str, Any] = {}
@@ -120,14 +137,17 @@ def _metadata_filter(request: Request) -> dict[str, Any] | None:
 )
 async def create_secret(body: schemas.SecretCreate, caller: Auth, svc: Svc) -> dict[str, Any]:
     policy = _policy_change(body)
+    lifecycle = {k: None if v is UNSET else v for k, v in _lifecycle(body).items()}
     secret = await run_in_threadpool(
-        svc.secrets.create,
-        caller,
-        body.name,
-        body.value,
-        body.description,
-        body.metadata,
-        None if policy is UNSET else policy,
+        lambda: svc.secrets.create(
+            caller,
+            body.name,
+            body.value,
+            body.description,
+            body.metadata,
+            None if policy is UNSET else policy,
+            **lifecycle,
+        )
     )
     return _answer(caller, secret, body.model_fields_set)
 
@@ -158,9 +178,25 @@ def list_secrets(
     svc: Svc,
     limit: Limit = 100,
     offset: Offset = 0,
+    deleted: Annotated[
+        bool, Query(description="list the deleted secrets waiting for their purge instead")
+    ] = False,
+    expiring_before: Annotated[
+        dt.datetime | None,
+        Query(
+            description="only secrets that expire before this time (or have expired)",
+            # "type" too: sent, it is text, never the null of the Optional's schema
+            json_schema_extra={"type": "string", "format": "date-time"},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     page = svc.secrets.list_secrets(
-        caller, limit=limit, offset=offset, metadata_filter=_metadata_filter(request)
+        caller,
+        limit=limit,
+        offset=offset,
+        metadata_filter=_metadata_filter(request),
+        deleted=deleted,
+        expiring_before=aware(expiring_before, "query.expiring_before"),
     )
     return page_body(page, limit, offset, secret_out)
 
@@ -227,6 +263,7 @@ async def update_secret(
         new_name=body.new_name,
         expected_version=_expected_version(body.expected_version, if_match),
         policy=policy,
+        **_lifecycle(body),
     )
     return _answer(caller, secret, given)
 
@@ -255,6 +292,7 @@ async def put_secret(
         metadata=(body.metadata or {}) if "metadata" in given else UNSET,
         expected_version=_expected_version(None, if_match),
         policy=_policy_change(body),
+        **_lifecycle(body),
     )
     response.status_code = 201 if created else 200
     return _answer(caller, secret, given)
@@ -264,16 +302,67 @@ async def put_secret(
     "/{name}",
     response_model=schemas.DeletedSecret,
     responses=error_responses(*_COMMON, 404, 412),
-    summary="Delete a secret and all its versions; the name is free at once",
+    summary="Delete a secret: restorable until its purge_after, or purged now with force",
 )
 def delete_secret(
     name: NamePath,
     caller: Auth,
     svc: Svc,
     if_match: IfMatch = None,
+    force: Annotated[
+        bool,
+        Query(
+            description="purge now, every version destroyed (needs secrets:admin); also "
+            "purges a secret already deleted"
+        ),
+    ] = False,
 ) -> dict[str, Any]:
-    deleted = svc.secrets.delete(caller, name, expected_version=_expected_version(None, if_match))
+    deleted = svc.secrets.delete(
+        caller, name, expected_version=_expected_version(None, if_match), force=force
+    )
     return deleted_out(deleted)
+
+
+@router.post(
+    "/{name}/restore",
+    response_model=schemas.Secret,
+    responses=error_responses(*_COMMON, 404, 409),
+    summary="Restore a deleted secret, every version with it, before its purge",
+)
+def restore_secret(name: NamePath, caller: Auth, svc: Svc) -> dict[str, Any]:
+    return _answer(caller, svc.secrets.restore(caller, name), set())
+
+
+@router.post(
+    "/{name}/rollback",
+    response_model=schemas.Secret,
+    responses=error_responses(*_COMMON, 404, 412),
+    summary="Make an earlier version's value current again, as a new version",
+)
+def rollback_secret(
+    name: NamePath,
+    body: schemas.SecretRollback,
+    caller: Auth,
+    svc: Svc,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    secret = svc.secrets.rollback(
+        caller,
+        name,
+        body.version,
+        expected_version=_expected_version(body.expected_version, if_match),
+    )
+    return _answer(caller, secret, set())
+
+
+@router.post(
+    "/{name}/rotate",
+    response_model=schemas.Secret,
+    responses=error_responses(*_COMMON, 404, 409),
+    summary="Make the secret's rotation due now (it needs a rotation policy)",
+)
+def rotate_secret(name: NamePath, caller: Auth, svc: Svc) -> dict[str, Any]:
+    return _answer(caller, svc.secrets.rotate_now(caller, name), set())
 
 
 @router.get(
@@ -285,3 +374,54 @@ def delete_secret(
 def list_versions(name: NamePath, caller: Auth, svc: Svc) -> dict[str, Any]:
     versions = svc.secrets.versions(caller, name)
     return {"items": [version_out(v) for v in versions]}
+
+
+# -- batches: under /v1/secrets:..., Google's custom-method spelling, so that no secret's
+# name can shadow them. Declared on their own router: the paths are not under "/{name}".
+batch_router = APIRouter(prefix="/v1", tags=["secrets"])
+
+
+@batch_router.post(
+    "/secrets:batchGet",
+    response_model=schemas.BatchGetResponse,
+    responses=error_responses(*_COMMON, 413),
+    summary="Read many secrets' values at once (one audit record per secret)",
+)
+async def batch_get(body: schemas.BatchGetRequest, caller: Auth, svc: Svc) -> dict[str, Any]:
+    read = await run_in_threadpool(svc.batches.get_many, caller, body.names)
+    return schemas.batch_get_out(read)
+
+
+def _batch_item(item: schemas.BatchPutItem, index: int) -> BatchItem:
+    given = item.model_fields_set
+    policy: Any = UNSET
+    if "policy" in given:
+        if item.policy is None:
+            raise ValidationFailed.at(
+                f"body.secrets[{index}].policy", "policy cannot be null: leave it out"
+            )
+        policy = item.policy.change()
+    return BatchItem(
+        name=item.name,
+        value=item.value,
+        description=item.description if "description" in given else UNSET,
+        metadata=(item.metadata or {}) if "metadata" in given else UNSET,
+        policy=policy,
+        expires_at=aware(item.expires_at, f"body.secrets[{index}].expires_at")
+        if "expires_at" in given
+        else UNSET,
+    )
+
+
+@batch_router.put(
+    "/secrets:batch",
+    response_model=schemas.BatchPutResponse,
+    responses=error_responses(*_COMMON, 409, 413),
+    summary="Create or update many secrets, all or nothing (dry_run: say what would change)",
+)
+async def batch_put(body: schemas.BatchPutRequest, caller: Auth, svc: Svc) -> dict[str, Any]:
+    items = [_batch_item(item, index) for index, item in enumerate(body.secrets)]
+    written = await run_in_threadpool(
+        lambda: svc.batches.put_many(caller, items, dry_run=body.dry_run)
+    )
+    return schemas.batch_put_out(written, body.dry_run)

@@ -11,7 +11,7 @@ databases is :mod:`.dialect`'s.
 from __future__ import annotations
 
 from .apikeys import ApiKeyRecord, Tenant
-from .audit import AuditEvent, AuditFilter
+from .audit import AuditEvent, AuditFilter, AuditSink, PrunedBatch
 from .errors import (
     NameTaken,
     StorageError,
@@ -50,11 +50,13 @@ __all__ = [
     "ApiKeyRecord",
     "AuditEvent",
     "AuditFilter",
+    "AuditSink",
     "BarrierRow",
     "ExecutionRecord",
     "KeyringEntry",
     "NameTaken",
     "Page",
+    "PrunedBatch",
     "Sealed",
     "SealedRow",
     "SecretRecord",

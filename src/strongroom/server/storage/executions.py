@@ -35,6 +35,7 @@ class ExecutionRecord:
     created_by: str | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    rotation_of: str | None = None  # the secret a scheduled rotation runs it for
 
 
 @dataclass(frozen=True, slots=True)

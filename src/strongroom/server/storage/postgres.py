@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .dialect import Dialect, Rows
-from .errors import StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
+from .errors import NameTaken, StorageFull, StorageIOError, StorageReadOnly, StorageUnavailable
 from .sql import SQLStore
 
 _UNIQUE_VIOLATION = "23505"
@@ -42,12 +43,16 @@ class PostgresDialect(Dialect):
         assert raw is not None
         # Table and column names come from the schema, never from input.
         names = ", ".join(c.name for c in columns)
-        with (
-            raw.cursor() as cur,
-            cur.copy(f"COPY {columns[0].table.name} ({names}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
+        try:
+            with (
+                raw.cursor() as cur,
+                cur.copy(f"COPY {columns[0].table.name} ({names}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            # COPY goes around SQLAlchemy, whose IntegrityError the other paths see.
+            raise NameTaken() from None
 
 
 class PostgresStore(SQLStore):

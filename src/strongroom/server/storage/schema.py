@@ -45,6 +45,11 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         return value.astimezone(dt.UTC)
 
 
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition, for both backends."""
+    return {"sqlite_where": sa.text(condition), "postgresql_where": sa.text(condition)}
+
+
 tenants = sa.Table(
     "tenants",
     metadata,
@@ -124,7 +129,24 @@ secrets = sa.Table(
     # The usage policy as JSON (SecretPolicy.to_json); NULL is the default, which
     # restricts nothing (migration 0004).
     sa.Column("policy_json", sa.Text(), nullable=True),
-    sa.UniqueConstraint("tenant_id", "name", name="uq_secrets_tenant_name"),
+    # The lifecycle (migration 0007): a deleted secret waits for its restore or purge
+    # with its name reserved; expiry; the rotation policy as JSON and its times.
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    sa.Column("purge_after", UTCDateTime(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("rotation_json", sa.Text(), nullable=True),
+    sa.Column("last_rotated_at", UTCDateTime(), nullable=True),
+    sa.Column("next_rotation_at", UTCDateTime(), nullable=True),
+    # Partial: only the rows each serves. Names are unique among the live secrets (a list
+    # walks them in order); a deleted secret's name is held back by the service.
+    sa.Index(
+        "uq_secrets_live_name", "tenant_id", "name", unique=True, **_where("deleted_at IS NULL")
+    ),
+    sa.Index("ix_secrets_purge", "purge_after", **_where("purge_after IS NOT NULL")),
+    sa.Index("ix_secrets_expiring", "tenant_id", "expires_at", **_where("expires_at IS NOT NULL")),
+    sa.Index(
+        "ix_secrets_rotation_due", "next_rotation_at", **_where("next_rotation_at IS NOT NULL")
+    ),
 )
 
 secret_versions = sa.Table(
@@ -209,6 +231,8 @@ executions = sa.Table(
     sa.Column("created_by", Id, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The secret a scheduled rotation started this run for (migration 0007).
+    sa.Column("rotation_of", Id, nullable=True),
     sa.Index("ix_executions_tenant", "tenant_id", "id"),
     sa.Index("ix_executions_tenant_task", "tenant_id", "task_id", "id"),
     sa.Index("ix_executions_status", "status"),

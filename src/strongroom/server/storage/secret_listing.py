@@ -82,7 +82,7 @@ def _list_statement(entries: int, globs: int, dialect: Dialect) -> sa.Select[Any
     Two steps in one statement: first the page's names, from an index that holds them, so
     each row skipped by the offset costs one index step and no look-up into ``secrets``;
     then the page's rows, by (tenant, name). Unfiltered, the names come from
-    ``uq_secrets_tenant_name``. Filtered, entry ``e0`` drives a walk of
+    ``uq_secrets_live_name``. Filtered, entry ``e0`` drives a walk of
     ``ix_secret_metadata_lookup`` (tenant, entry, name) and every other entry is checked
     per candidate by a probe of the same index on the name (unique in a tenant), so
     neither step reads a table row it does not return.
@@ -105,7 +105,12 @@ def _list_statement(entries: int, globs: int, dialect: Dialect) -> sa.Select[Any
     s, m = t.secrets, t.secret_metadata_entries
     tenant: sa.BindParameter[Any] = sa.bindparam("tenant_id")
     if entries == 0:
-        names = sa.select(s.c.name).where(s.c.tenant_id == tenant).order_by(s.c.name)
+        # Walks uq_secrets_live_name, which holds only the live secrets' names.
+        names = (
+            sa.select(s.c.name)
+            .where(s.c.tenant_id == tenant, s.c.deleted_at.is_(None))
+            .order_by(s.c.name)
+        )
     else:
         walk = m.alias("m0")
         names = (
@@ -136,14 +141,17 @@ def _list_statement(entries: int, globs: int, dialect: Dialect) -> sa.Select[Any
         # Names are unique in a tenant: LIMIT 1 changes no answer, only the plan.
         row = (
             sa.select(s)
-            .where(s.c.tenant_id == tenant, s.c.name == page.c.name)
+            .where(s.c.tenant_id == tenant, s.c.name == page.c.name, s.c.deleted_at.is_(None))
             .limit(1)
             .lateral("row")
         )
         return sa.select(row).select_from(page).join(row, sa.true()).order_by(page.c.name)
     return (
         sa.select(s)
-        .join(page, sa.and_(s.c.tenant_id == tenant, s.c.name == page.c.name))
+        .join(
+            page,
+            sa.and_(s.c.tenant_id == tenant, s.c.name == page.c.name, s.c.deleted_at.is_(None)),
+        )
         .order_by(page.c.name)
     )
 
@@ -166,11 +174,17 @@ def _probe_statement(entries: int) -> sa.Select[Any]:
 
 
 def within_rule(
-    dialect: Dialect, rule: ResourceRule | None, name: sa.ColumnElement[Any], secret_id: Any
+    dialect: Dialect,
+    rule: ResourceRule | None,
+    name: sa.ColumnElement[Any],
+    secret_id: Any,
+    *,
+    entries: bool = True,
 ) -> list[sa.ColumnElement[bool]]:
     """Conditions that hold for a row about a secret within ``rule`` (none without one):
-    its ``name`` matches a glob, and the secret ``secret_id`` holds every selector entry
-    (a secret since deleted holds none)."""
+    its ``name`` matches a glob, and (unless ``entries`` is False: the caller checks the
+    selector itself) the secret ``secret_id`` holds every selector entry (a secret since
+    deleted holds none)."""
     if rule is None:
         return []
     found: list[sa.ColumnElement[bool]] = []
@@ -178,6 +192,6 @@ def within_rule(
         globs = (dialect.name_glob(name, sa.literal(dialect.glob_pattern(g))) for g in rule.names)
         found.append(sa.or_(*globs))
     m = t.secret_metadata_entries
-    for entry in rule.selector_entries():
+    for entry in rule.selector_entries() if entries else ():
         found.append(sa.exists().where(m.c.secret_id == secret_id, m.c.entry_hash == entry))
     return found

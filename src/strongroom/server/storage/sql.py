@@ -76,7 +76,7 @@ class SQLStore(Store):
                     conn = conn.execution_options(**options)
                 with conn.begin():
                     d = self.dialect
-                    yield Transaction(
+                    tx = Transaction(
                         secrets=SQLSecretStorage(conn, d),
                         keyring=SQLKeyringStorage(conn, d),
                         apikeys=SQLApiKeyStorage(conn, d),
@@ -84,7 +84,12 @@ class SQLStore(Store):
                         executions=SQLExecutionStorage(conn, d),
                         audit=SQLAuditStorage(conn, d),
                         sessions=SQLSessionStorage(conn, d),
+                        audit_sinks=self.audit_sinks,
                     )
+                    yield tx
+        # Reached only when the block ended without an error and the commit went through;
+        # the connection is back in the pool, and the callbacks' errors are their own.
+        tx.run_after_commit()
 
     def read(self) -> AbstractContextManager[Transaction]:
         return self._transaction({})

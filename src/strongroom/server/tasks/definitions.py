@@ -7,6 +7,10 @@ wrapped as ``{"task": {...}}`` (the product guide shows both). Steps:
   ``input``, ``output``.
 - ``tool_call``: ``tool`` and ``operation`` (required), ``arguments`` (an object),
   ``secret_name`` (the secret handed to the tool as its credential), ``input``, ``output``.
+- ``set_secret``: ``name`` (the secret to give a new value) and ``value`` (required: a
+  template giving text), ``input``, ``output``. The value is staged: later steps of the run
+  read it as ``secrets.<name>``, and it becomes the secret's new version only when the
+  whole run succeeds (see ``runner.py``). It is never shown.
 
 ``output`` names the step's result for later steps (``outputs.<name>``). ``input``, the
 expression and the arguments are templates (see :mod:`.expressions`).
@@ -34,11 +38,13 @@ NAME_MAX: Final = 200
 DESCRIPTION_MAX: Final = 1000
 TRANSFORM: Final = "transform"
 TOOL_CALL: Final = "tool_call"
-STEP_KINDS: Final = (TRANSFORM, TOOL_CALL)
+SET_SECRET: Final = "set_secret"  # noqa: S105 - a step kind's name, not a password
+STEP_KINDS: Final = (TRANSFORM, TOOL_CALL, SET_SECRET)
 _COMMON_FIELDS: Final = frozenset({"kind", "input", "output"})
 STEP_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     TRANSFORM: _COMMON_FIELDS | {"expression"},
     TOOL_CALL: _COMMON_FIELDS | {"tool", "operation", "arguments", "secret_name"},
+    SET_SECRET: _COMMON_FIELDS | {"name", "value"},
 }
 _TASK_FIELDS: Final = frozenset({"name", "description", "steps"})
 
@@ -56,6 +62,7 @@ class CompiledStep:
     arguments: Template | None
     secret_name: str | None
     output: str | None
+    target: str | None = None  # set_secret: the secret it gives a new value
 
     def templates(self) -> Iterator[Template]:
         for template in (self.input, self.expression, self.arguments):
@@ -236,6 +243,17 @@ def _check_step(index: int, step: Any, problems: _Problems) -> CompiledStep | No
         if len(problems.details) > before:
             return None
         return CompiledStep(index, kind, input_template, expression, None, None, None, None, output)
+    if kind == SET_SECRET:
+        for key in ("name", "value"):
+            if key not in step:
+                problems.add(f"{where}.{key}", "is required")
+        target = _identifier(step, "name", where, problems)
+        value = _template(step, "value", where, problems)
+        if len(problems.details) > before:
+            return None
+        return CompiledStep(
+            index, kind, input_template, value, None, None, None, None, output, target
+        )
     tool, operation = step.get("tool"), step.get("operation")
     for key, value in (("tool", tool), ("operation", operation)):
         if not isinstance(value, str):

@@ -31,6 +31,12 @@ upstream holds at most its own share of the workers and the others' runs go on. 
 enqueued by a version before the queue was partitioned are on ``LEGACY_QUEUE``, which is
 still listened to so they finish.
 
+The scheduler is a DBOS schedule (``HOUSEKEEPING_SCHEDULE``) that every engine process
+applies when it starts: each tick is one workflow whose id is the schedule's name and the
+tick's time, so it runs once whichever process takes it. It claims the due rotations and
+enqueues their executions, then purges the deleted secrets whose recovery window ended
+(:mod:`..housekeeping`).
+
 DBOS is a process-wide singleton, so :class:`DurableEngine` is started once per process
 (by the ``serve`` and ``worker`` commands) and the workflow functions reach the runner
 through a module global.
@@ -38,12 +44,14 @@ through a module global.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
-from typing import Final
+from typing import Any, Final
 
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions, SetWorkflowID
 
+from ..housekeeping import purge_ended, start_due_rotations
 from .runner import GONE, Runner
 from .status import SUCCEEDED
 
@@ -99,6 +107,46 @@ def execution_workflow(execution_id: str) -> str:
     return finish(execution_id)
 
 
+# -- the scheduler: one tick at a time across every process -----------------------------------
+HOUSEKEEPING_SCHEDULE: Final = "strongroom-housekeeping"
+
+
+@DBOS.step(name="strongroom.start_rotations", retries_allowed=True, max_attempts=5)
+def start_rotations() -> list[list[str]]:
+    """Claim the due rotations; ``[execution id, tenant id]`` of each to enqueue."""
+    started = start_due_rotations(_the_runner().store, dt.datetime.now(dt.UTC))
+    return [[execution.id, execution.tenant_id] for execution in started]
+
+
+@DBOS.step(name="strongroom.purge_ended", retries_allowed=True, max_attempts=5)
+def purge_ended_windows() -> int:
+    return purge_ended(_the_runner().store, dt.datetime.now(dt.UTC))
+
+
+@DBOS.workflow(name="strongroom.housekeeping")
+def housekeeping_workflow(scheduled_at: Any, context: Any) -> None:
+    """One tick of the scheduler: DBOS runs it once per tick (its workflow id is the
+    schedule's name and the tick's time) in one of the processes, whichever takes it."""
+    for execution_id, tenant_id in start_rotations():
+        with SetWorkflowID(execution_id), SetEnqueueOptions(queue_partition_key=tenant_id):
+            DBOS.enqueue_workflow(QUEUE, execution_workflow, execution_id)
+    purge_ended_windows()
+
+
+def housekeeping_cron(seconds: float) -> str:
+    """A six-field cron (seconds first) firing every ``seconds``, rounded up to a divisor
+    of a minute (1 to 30 s) or of an hour (1 to 60 min)."""
+    whole = max(1, int(-(-seconds // 1)))
+    if whole < 60:
+        every = next(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) if d >= whole)
+        return f"*/{every} * * * * *"
+    minutes = -(-whole // 60)
+    if minutes >= 60:
+        return "0 0 * * * *"
+    every = next(d for d in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60) if d >= minutes)
+    return f"0 */{every} * * * *"
+
+
 # -- configuration --------------------------------------------------------------------------
 def dbos_config(system_database_url: str, executor_id: str) -> DBOSConfig:
     return {
@@ -126,9 +174,10 @@ def _route_dbos_logs() -> None:
 class DurableEngine:
     """The DBOS engine of this process: started once, stopped at shutdown."""
 
-    def __init__(self, runner: Runner, executor_id: str) -> None:
+    def __init__(self, runner: Runner, executor_id: str, scheduler_seconds: float = 60.0) -> None:
         self.runner = runner
         self.executor_id = executor_id
+        self.scheduler_seconds = scheduler_seconds
         self._created = False
 
     def start(self) -> None:
@@ -160,6 +209,17 @@ class DurableEngine:
                 worker_concurrency=limits.concurrency,
                 polling_interval_sec=POLLING_INTERVAL,
                 on_conflict="always_update",
+            )
+            # Every process applies the same schedule (a replace, atomic in DBOS); each
+            # tick runs once, in whichever process takes it.
+            DBOS.apply_schedules(
+                [
+                    {
+                        "schedule_name": HOUSEKEEPING_SCHEDULE,
+                        "workflow_fn": housekeeping_workflow,
+                        "schedule": housekeeping_cron(self.scheduler_seconds),
+                    }
+                ]
             )
             self.reconcile()
         except BaseException:

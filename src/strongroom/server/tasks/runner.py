@@ -37,19 +37,21 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from .. import trail
+from ..auth import Scope as KeyScope
+from ..auth import grants
 from ..crypto import Barrier, IntegrityFailure
 from ..policy import DEFAULT_POLICY, SecretPolicy
 from ..redact import Redactor, marker, redacting
-from ..secret_values import Purpose, Refusal, reveal
-from ..storage import ExecutionRecord, StepRecord, Store
+from ..secret_values import Purpose, Refusal, reveal, value_context
+from ..storage import ApiKeyRecord, ExecutionRecord, StepRecord, Store, StoredVersion, Transaction
 from ..trail import Action, Actor
 from . import containment
 from .containment import SecretUses
-from .definitions import CompiledStep, compile_steps
+from .definitions import SET_SECRET, CompiledStep, compile_steps
 from .expressions import ExpressionError, Scope, Tainted
 from .held import HeldSecrets
 from .limits import DEFAULT_LIMITS, TaskLimits
@@ -86,6 +88,9 @@ class _Prior:
     outputs: dict[str, Any]
     sent: frozenset[str] = frozenset()  # secrets earlier tool steps were sent
     stored_bytes: int = 0
+    # New values earlier set_secret steps staged, by secret name: this run reads them as
+    # secrets.<name>. Never in a repr.
+    staged: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def taint(self) -> frozenset[str]:
@@ -131,16 +136,22 @@ class _StepRun:
         # ... and its error by these too: a credential that is a URL, whose parts (a host,
         # an origin) the tools' own messages quote
         self.error_taint: frozenset[str] = frozenset()
+        # The secrets a later set_secret step of the run sets: this step's result may be
+        # where the new value comes from, so it is marked as theirs (see Runner.run_step).
+        self.presumed: frozenset[str] = frozenset()
+        self.staged: tuple[str, str] | None = None  # a set_secret step's (name, value)
 
     def run(self, prior: _Prior) -> Any:
         step = self.step
-        self.fetched = self.runner.fetch_secrets(
+        fetched = self.runner.fetch_secrets(
             self.execution,
             step.index,
             required=step.secret_refs,
-            for_redaction=prior.taint | prior.sent,
+            for_redaction=prior.taint | prior.sent | prior.staged.keys(),
             running=self.running,
         )
+        # The run reads what it staged itself: a later step can verify the new value.
+        self.fetched = Fetched({**fetched.values, **prior.staged}, fetched.policies)
         self.redactor = self.runner.redactor_for(self.execution.id, self.fetched.values)
         scope = Scope(
             secrets=self.fetched.values,
@@ -153,9 +164,45 @@ class _StepRun:
         with redacting(self.redactor):
             if step.input is not None:
                 scope = dataclasses.replace(scope, input=step.input.evaluate(scope).result)
+            if step.kind == SET_SECRET:
+                return self._stage(scope)
             if step.expression is not None:
                 return step.expression.evaluate(scope).result
             return self._call_tool(scope)
+
+    def _stage(self, scope: Scope) -> Any:
+        """Evaluate a set_secret step's value and stage it, after the checks a write by
+        the run's key needs and the check that no value moves to a looser policy than the
+        secrets it derives from (else a task could launder a use-only value into a
+        readable secret). The result names the secret; the value goes only into the
+        sealed payload."""
+        step, runner = self.step, self.runner
+        assert step.target is not None
+        assert step.expression is not None
+        evaluated = step.expression.evaluate(scope).result
+        value, derived = containment.plain(evaluated), containment.taint_of(evaluated)
+        if not isinstance(value, str) or not value:
+            raise StepFailed("the value of a set_secret step must be non-empty text", "bad_value")
+        if len(value.encode()) > runner.max_value_bytes:
+            raise StepFailed(
+                "the value is larger than a secret may be (STRONGROOM_MAX_VALUE_BYTES)",
+                "value_too_large",
+            )
+        target_policy = runner.check_set_secret(self.execution, step.target)
+        looser = sorted(
+            name
+            for name in derived - {step.target}
+            if self.fetched.policy(name).loosenings(target_policy)
+        )
+        if looser:
+            raise StepFailed(
+                f"the value derives from secret {_listed(looser)}, whose usage policy is "
+                f"tighter than secret {step.target!r}'s: storing it there would loosen it",
+                "policy_refused",
+            )
+        self.staged = (step.target, value)
+        self.redactor = runner.redactor_for(self.execution.id, {step.target: value})
+        return {"secret": step.target, "staged": True}
 
     def _call_tool(self, scope: Scope) -> Any:
         step, runner = self.step, self.runner
@@ -180,9 +227,11 @@ class _StepRun:
         unscannable = runner.unscannable(self.fetched.values)
         self.answer_taint = containment.answer_taint(uses, unscannable)
         values = self.fetched.values
-        self.error_taint = self.answer_taint | {
-            name for name in uses.credential if "://" in values.get(name, "")
-        }
+        self.error_taint = (
+            self.answer_taint
+            | self.presumed
+            | {name for name in uses.credential if "://" in values.get(name, "")}
+        )
         self._check_tool(uses, policies)
         held = HeldSecrets(
             runner.store,
@@ -285,8 +334,10 @@ class Runner:
         step_timeout: float = DEFAULT_STEP_TIMEOUT,
         registry: Registry = REGISTRY,
         limits: TaskLimits = DEFAULT_LIMITS,
+        max_value_bytes: int = 64 * 1024,
     ) -> None:
         self.store = store
+        self.max_value_bytes = max_value_bytes  # what a set_secret step may store
         self.barrier = barrier
         self.keyring = barrier.keyring
         self.tools = tools
@@ -330,12 +381,26 @@ class Runner:
         started = _now()
         attempt = _StepRun(self, execution, step)
         attempt.running = StepRecord(execution.id, index, step.kind, RUNNING, started_at=started)
+        attempt.presumed = frozenset(
+            later.target
+            for later in steps[index + 1 :]
+            if later.kind == SET_SECRET and later.target
+        )
         clock = time.perf_counter()
         try:
             prior = self._prior(execution, steps, records, index)
             result = attempt.run(prior)
+            if attempt.presumed:
+                # Whatever comes before a set_secret may hold the new value (a provider's
+                # answer that creates a key): shown and carried as that secret's.
+                marks = containment.taint_of(result) | attempt.presumed
+                result = Tainted(containment.plain(result), marks)
             # A tool's answer may quote what it was sent: later steps redact those secrets.
-            sent = {"sent": sorted(step.secret_refs)} if step.tool and step.secret_refs else {}
+            sent: dict[str, Any] = {}
+            if step.tool and step.secret_refs:
+                sent["sent"] = sorted(step.secret_refs)
+            if attempt.staged is not None:
+                sent["staged"] = list(attempt.staged)
             payload = containment.pack(result, **sent)
             output = attempt.redactor.redact_json(containment.shown(result))
             self._check_size(prior, payload, output)
@@ -407,27 +472,170 @@ class Runner:
             if execution is None:
                 return GONE
             status = execution.status
+            stored: set[str] = set()
             if status == RUNNING:
                 records = tx.executions.steps(execution.id)
                 complete = len(records) == len(execution.steps) and all(
                     r.status == SUCCEEDED for r in records
                 )
-                if complete:
+                problem, stored = (
+                    self._store_staged(tx, execution, records) if complete else (None, set())
+                )
+                if complete and problem is None:
                     output = records[-1].output if records else None
                     tx.executions.set_status(
                         execution.id, SUCCEEDED, _now(), only_from=(RUNNING,), output=output
                     )
                     status = SUCCEEDED
                 else:
-                    error = {"step": len(records), "message": "the execution stopped early"}
+                    error: dict[str, Any] = {
+                        "step": None if complete else len(records),
+                        "message": problem or "the execution stopped early",
+                    }
                     tx.executions.set_status(
                         execution.id, FAILED, _now(), only_from=(RUNNING,), error=error
                     )
                     status = FAILED
+            if execution.rotation_of is not None and status in (SUCCEEDED, FAILED, CANCELLED):
+                self._record_rotation(tx, execution, status, execution.rotation_of in stored)
             tx.executions.wipe_step_results(execution.id)
         self._forget(execution_id)
         log.info("execution finished", extra={"execution_id": execution_id, "status": status})
         return status
+
+    # -- set_secret: staged in a step, stored when the whole run succeeds --------------------
+    def _key_for_write(self, tx: Transaction, execution: ExecutionRecord) -> ApiKeyRecord:
+        """The run's key as it is now, if it may still write secrets; else StepFailed."""
+        key = tx.apikeys.by_id(execution.created_by) if execution.created_by else None
+        if key is None:
+            raise StepFailed(
+                "a set_secret step needs a run started by an API key with 'secrets:write'",
+                "forbidden",
+            )
+        if key.revoked_at is not None or key.expired(_now()):
+            raise StepFailed(
+                "the API key that started this execution has been revoked or has expired: "
+                "its executions may set no secret",
+                "key_revoked",
+            )
+        if not grants(key.scopes, KeyScope.SECRETS_WRITE):
+            raise StepFailed(
+                "the API key that started this execution lacks 'secrets:write': it may set "
+                "no secret",
+                "forbidden",
+            )
+        return key
+
+    def check_set_secret(self, execution: ExecutionRecord, name: str) -> SecretPolicy:
+        """The policy of secret ``name``, if the run's key may give it a new value now."""
+        with self.store.read() as tx:
+            key = self._key_for_write(tx, execution)
+            secret = tx.secrets.by_name(execution.tenant_id, name)
+        if secret is None or (key.rule is not None and not key.rule.admits(name, secret.metadata)):
+            raise StepFailed(
+                f"secret {name!r} does not exist or is outside the reach of the API key that "
+                "started this execution: a set_secret step gives an existing secret a new value",
+                "secret_not_found",
+            )
+        return secret.policy
+
+    def _store_staged(
+        self, tx: Transaction, execution: ExecutionRecord, records: list[StepRecord]
+    ) -> tuple[str | None, set[str]]:
+        """Store every value the run's set_secret steps staged, as new versions, in the
+        transaction that marks the run succeeded: the ids of the secrets given one. Or,
+        before writing anything, say why none can be stored: then the run fails and every
+        secret keeps its current version."""
+        staged: dict[str, str] = {}
+        for record in records:
+            if record.kind != SET_SECRET or record.sealed is None:
+                continue
+            context = step_result_context(execution.tenant_id, execution.id, record.index)
+            try:
+                payload = json.loads(self.keyring.decrypt(context, record.sealed))
+            except IntegrityFailure:
+                return f"the sealed result of steps[{record.index}] failed authentication", set()
+            name, value = payload["staged"]
+            staged[name] = value  # a later step's value for the same secret wins
+        if not staged:
+            return None, set()
+        try:
+            key = self._key_for_write(tx, execution)
+        except StepFailed as refused:
+            return refused.message, set()
+        targets = []
+        for name in staged:
+            secret = tx.secrets.by_name(execution.tenant_id, name, for_update=True)
+            if secret is None or (
+                key.rule is not None and not key.rule.admits(name, secret.metadata)
+            ):
+                why = (
+                    f"secret {name!r} no longer exists (or is out of the key's reach): "
+                    "no value was stored"
+                )
+                return why, set()
+            targets.append(secret)
+        now = _now()
+        actor = Actor.on_behalf(execution.tenant_id, key.id, key.name)
+        for secret in targets:
+            changed = replace(secret, version=secret.version + 1, updated_at=now)
+            if execution.rotation_of == secret.id:
+                changed = replace(changed, last_rotated_at=now)
+            sealed = self.keyring.encrypt(
+                value_context(secret.tenant_id, secret.id, changed.version),
+                staged[secret.name].encode(),
+                tx.keyring.active_kek_id(),
+            )
+            tx.secrets.update(changed)
+            tx.secrets.insert_version(
+                StoredVersion(secret.tenant_id, secret.id, changed.version, sealed), now, key.id
+            )
+            trail.record(
+                tx,
+                trail.event(
+                    actor,
+                    Action.UPDATE,
+                    "success",
+                    secret_name=secret.name,
+                    secret_id=secret.id,
+                    detail=f"set by execution {execution.id}; version {changed.version}",
+                ),
+            )
+        return None, {secret.id for secret in targets}
+
+    def _record_rotation(
+        self, tx: Transaction, execution: ExecutionRecord, status: str, rotated: bool
+    ) -> None:
+        """Record how a scheduled rotation ended; a failed one says why (its error is
+        stored redacted), and the secret keeps its current version."""
+        assert execution.rotation_of is not None
+        secret = tx.secrets.by_id(execution.tenant_id, execution.rotation_of)
+        ended = tx.executions.by_id(execution.id)
+        if status == SUCCEEDED and rotated:
+            outcome, detail = "success", f"execution {execution.id}"
+        else:
+            why = (
+                (ended.error or {}).get("message")
+                if ended and isinstance(ended.error, dict)
+                else None
+            )
+            if status == SUCCEEDED:
+                why = "the rotation task set no new value for this secret"
+            outcome = "failed"
+            detail = (
+                f"execution {execution.id} {status}: {why or status}; the current version is kept"
+            )
+        trail.record(
+            tx,
+            trail.event(
+                Actor.on_behalf(execution.tenant_id, execution.created_by),
+                Action.ROTATE,
+                outcome,
+                secret_name=secret.name if secret else None,
+                secret_id=execution.rotation_of,
+                detail=detail,
+            ),
+        )
 
     def abandon(self, execution_id: str, message: str) -> None:
         """Fail an execution the engine gave up on (its message must hold no value)."""
@@ -453,6 +661,7 @@ class Runner:
         results: list[Any] = []
         outputs: dict[str, Any] = {}
         sent: set[str] = set()
+        staged: dict[str, str] = {}
         stored_bytes = 0
         for earlier in steps[:index]:
             record = records.get(earlier.index)
@@ -468,11 +677,14 @@ class Runner:
             stored = json.loads(plain)
             result = containment.unpack(stored)
             sent.update(stored.get("sent", ()))
+            if "staged" in stored:
+                name, value = stored["staged"]
+                staged[name] = value
             stored_bytes += len(plain) + len(json.dumps(record.output, ensure_ascii=False))
             results.append(result)
             if earlier.output is not None:
                 outputs[earlier.output] = result
-        return _Prior(results, outputs, frozenset(sent), stored_bytes)
+        return _Prior(results, outputs, frozenset(sent), stored_bytes, staged)
 
     def fetch_secrets(
         self,
@@ -493,6 +705,7 @@ class Runner:
         values: dict[str, str] = {}
         policies: dict[str, SecretPolicy] = {}
         missing: list[str] = []
+        expired: list[str] = []
         damaged: list[str] = []
         detail = f"execution {execution.id} step {index}"
         names = sorted(required | for_redaction)
@@ -513,11 +726,22 @@ class Runner:
             rule = key.rule if key is not None else None
             for name in [] if key_gone else names:
                 found = reveal(
-                    tx, self.keyring, actor, name, purpose=Purpose.USE, detail=detail, rule=rule
+                    tx,
+                    self.keyring,
+                    actor,
+                    name,
+                    purpose=Purpose.USE,
+                    detail=detail,
+                    rule=rule,
+                    # One an earlier step used is still scrubbed from this step's output.
+                    allow_expired=name not in required,
                 )
                 if found.refusal in (Refusal.MISSING, Refusal.NO_VERSION, Refusal.OUT_OF_REACH):
                     if name in required:
                         missing.append(name)
+                    continue
+                if found.refusal is Refusal.EXPIRED:
+                    expired.append(name)
                     continue
                 assert found.secret is not None
                 policies[name] = found.secret.policy
@@ -541,6 +765,11 @@ class Runner:
                 f"secret {listed} does not exist or is outside the reach of the API key "
                 "that started this execution",
                 "secret_not_found",
+            )
+        if expired:
+            listed = ", ".join(repr(name) for name in expired)
+            raise StepFailed(
+                f"secret {listed} has expired: an expired secret is not used", "secret_expired"
             )
         if damaged:
             listed = ", ".join(repr(name) for name in damaged)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool
 
 from ... import policy
+from ... import secret_batches as batches
 from ... import secrets as service
+from ...rotation_policy import spell_period
 from ...storage import SecretRecord, VersionRecord
 from .common import (
     ENCRYPTED,
+    VERSION_MAX,
     Description,
     Metadata,
     SecretName,
@@ -93,6 +97,32 @@ def _not_null(schema: dict[str, Any]) -> None:
 PolicyField = Annotated[SecretPolicyChange | None, Field(json_schema_extra=_not_null)]
 
 
+class RotationChange(Strict):
+    """Rotate the secret every ``every`` by running task ``task_id`` for this key."""
+
+    every: str = Field(
+        description="how often: a number and a unit, w d h m or s (30d, 12h, 1h30m); 1m to 3650d",
+        json_schema_extra={"pattern": "^([0-9]{1,9}[wdhmsWDHMS])+$", "examples": ["30d"]},
+        max_length=64,
+    )
+    task_id: str = Field(
+        description="the task that makes the new value (with a set_secret step)",
+        pattern="^[A-Za-z0-9_-]{1,64}$",
+    )
+
+
+ExpiresAt = Annotated[
+    dt.datetime | None,
+    Field(
+        description="after it, reads answer 410 expired (secrets:admin still reads); null: never"
+    ),
+]
+RotationField = Annotated[
+    RotationChange | None,
+    Field(description="the rotation policy; null ends rotation"),
+]
+
+
 # -- requests ---------------------------------------------------------------------------------
 class SecretCreate(Strict):
     name: SecretName
@@ -100,6 +130,8 @@ class SecretCreate(Strict):
     description: Description = None
     metadata: Metadata = None
     policy: PolicyField = None
+    expires_at: ExpiresAt = None
+    rotation: RotationField = None
 
 
 def _update_schema(schema: dict[str, Any]) -> None:
@@ -112,6 +144,8 @@ def _update_schema(schema: dict[str, Any]) -> None:
         {"required": ["metadata"]},
         {"required": ["new_name"], "properties": {"new_name": {"type": "string"}}},
         {"required": ["policy"]},
+        {"required": ["expires_at"]},
+        {"required": ["rotation"]},
     ]
 
 
@@ -126,6 +160,8 @@ class SecretUpdate(Strict):
     new_name: SecretName | None = None
     expected_version: Annotated[int | None, Field(ge=1)] = None
     policy: PolicyField = None
+    expires_at: ExpiresAt = None
+    rotation: RotationField = None
 
 
 class SecretPut(Strict):
@@ -133,6 +169,15 @@ class SecretPut(Strict):
     description: Description = None
     metadata: Metadata = None
     policy: PolicyField = None
+    expires_at: ExpiresAt = None
+    rotation: RotationField = None
+
+
+class SecretRollback(Strict):
+    """Make an earlier version's value current again, as a new version."""
+
+    version: Annotated[int, Field(ge=1, le=VERSION_MAX, description="the version to go back to")]
+    expected_version: Annotated[int | None, Field(ge=1)] = None
 
 
 # -- responses --------------------------------------------------------------------------------
@@ -148,6 +193,11 @@ class SecretPolicy(BaseModel):
     readable: bool = Field(description="false: use-only, no API key can read the value")
 
 
+class Rotation(BaseModel):
+    every: str = Field(description="the period, e.g. 30d")
+    task_id: str
+
+
 class Secret(BaseModel):
     id: str
     name: str
@@ -158,6 +208,12 @@ class Secret(BaseModel):
     created_at: Timestamp
     updated_at: Timestamp
     policy: SecretPolicy
+    expires_at: Timestamp | None = Field(description="after it, reads answer 410 expired")
+    rotation: Rotation | None
+    last_rotated_at: Timestamp | None
+    next_rotation_at: Timestamp | None
+    deleted_at: Timestamp | None = Field(description="set only on a deleted secret")
+    purge_after: Timestamp | None = Field(description="a deleted secret can be restored until then")
 
 
 class SecretList(BaseModel):
@@ -171,6 +227,9 @@ class DeletedSecret(BaseModel):
     id: str
     name: str
     deleted_at: Timestamp
+    purge_after: Timestamp | None = Field(
+        description="restorable until then (POST /v1/secrets/{name}/restore); null: purged"
+    )
 
 
 class SecretVersion(BaseModel):
@@ -196,6 +255,14 @@ def secret_out(
         "created_at": secret.created_at,
         "updated_at": secret.updated_at,
         "policy": secret.policy.to_json(),
+        "expires_at": secret.expires_at,
+        "rotation": None
+        if secret.rotation is None
+        else {"every": spell_period(secret.rotation.every), "task_id": secret.rotation.task_id},
+        "last_rotated_at": secret.last_rotated_at,
+        "next_rotation_at": secret.next_rotation_at,
+        "deleted_at": secret.deleted_at,
+        "purge_after": secret.purge_after,
     }
 
 
@@ -205,3 +272,77 @@ def version_out(version: VersionRecord) -> dict[str, Any]:
 
 def deleted_out(deleted: service.DeletedSecret) -> dict[str, Any]:
     return fields_of(deleted, DeletedSecret)
+
+
+# -- batches ----------------------------------------------------------------------------------
+BatchNames = Annotated[list[SecretName], Field(min_length=1, max_length=batches.MAX_BATCH)]
+
+
+class BatchGetRequest(Strict):
+    names: BatchNames = Field(description="the secrets to read, at most 1000")
+
+
+class BatchError(BaseModel):
+    name: str
+    code: str = Field(
+        description="what a get of this secret alone would answer: not_found, "
+        "forbidden, expired or internal_error"
+    )
+    message: str
+
+
+class BatchGetResponse(BaseModel):
+    secrets: list[Secret] = Field(description="the secrets read, with their values")
+    errors: list[BatchError] = Field(description="the names read no value for, and why")
+
+
+class BatchPutItem(Strict):
+    """One secret to create or update; fields left out keep theirs on an existing one."""
+
+    name: SecretName
+    value: Value
+    description: Description = None
+    metadata: Metadata = None
+    policy: PolicyField = None
+    expires_at: ExpiresAt = None
+
+
+class BatchPutRequest(Strict):
+    secrets: Annotated[list[BatchPutItem], Field(min_length=1, max_length=batches.MAX_BATCH)]
+    dry_run: StrictBool = Field(
+        default=False, description="say what would change, and change nothing"
+    )
+
+
+class BatchPutResult(BaseModel):
+    name: str
+    id: str
+    status: str = Field(description="created, updated, or unchanged (no new version)")
+    version: int
+
+
+class BatchPutResponse(BaseModel):
+    items: list[BatchPutResult]
+    dry_run: bool
+
+
+def batch_get_out(read: batches.BatchRead) -> dict[str, Any]:
+    return {
+        "secrets": [secret_out(r.secret, r.value, r.version) for r in read.secrets],
+        "errors": [fields_of(miss, BatchError) for miss in read.errors],
+    }
+
+
+def batch_put_out(written: list[batches.BatchWritten], dry_run: bool) -> dict[str, Any]:
+    return {
+        "items": [
+            {
+                "name": one.name,
+                "id": one.secret.id,
+                "status": one.outcome.value,
+                "version": one.secret.version,
+            }
+            for one in written
+        ],
+        "dry_run": dry_run,
+    }
