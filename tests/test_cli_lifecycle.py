@@ -482,3 +482,29 @@ def test_progress_on_a_terminal_goes_to_stderr_only(
     assert exported.exit_code == 0
     assert json.loads(exported.stdout) == {f"P{i}": "v" for i in range(20)}  # stdout clean
     assert "exporting" in drawn.getvalue() and "━" in drawn.getvalue()
+
+
+def test_rotation_is_shown_set_made_due_and_ended(sr: Cli) -> None:
+    value = canary("rotated")
+    assert sr("secrets", "set", "api_key", stdin=value).exit_code == 0
+    steps = [{"kind": "set_secret", "name": "api_key", "value": "new"}]
+    task = sr.sdk.tasks.create(steps=steps)
+    shown = sr("secrets", "rotation", "api_key")
+    assert shown.exit_code == 0 and "no scheduled rotation" in shown.stderr
+    made = sr("secrets", "rotation", "api_key", "--every", "30d", "--task", task.id)
+    assert made.exit_code == 0, made.output
+    assert f"rotated every 30d by task {task.id}" in made.stderr
+    due = json.loads(sr("secrets", "rotation", "api_key", "--now", "--json").stdout)
+    assert due["rotation"] == {"every": "30d", "task_id": task.id}
+    next_at = dt.datetime.fromisoformat(due["next_rotation_at"])
+    assert next_at <= dt.datetime.now(dt.UTC)
+    bad = sr("secrets", "rotation", "api_key", "--every", "10s", "--task", task.id)
+    assert bad.exit_code == 1 and "body.rotation.every" in bad.stderr
+    assert sr("secrets", "rotation", "api_key", "--every", "1d").exit_code == 2
+    ended = sr("secrets", "rotation", "api_key", "--off")
+    assert ended.exit_code == 0 and "no scheduled rotation" in ended.stderr
+    for result in (shown, made, ended):
+        assert not leaks(result, value)
+    # showing it reads no value: no secret.read besides the set's own
+    reads = [e for e in sr.sdk.audit.list_all() if e.action == "secret.read"]
+    assert reads == []

@@ -568,6 +568,79 @@ def restore_secret(
     say(f"restored {secret.name} (version {secret.version})")
 
 
+@secrets.command("rotation")
+@client_options(from_env=False)
+@click.argument("name", callback=_name_argument)
+@click.option("--every", metavar="DURATION", help="how often: 30d, 12h, 1h30m (1m to 3650d)")
+@click.option("--task", "task_id", metavar="TASK_ID", help="the task that makes the new value")
+@click.option("--off", is_flag=True, help="end the secret's scheduled rotation")
+@click.option("--now", is_flag=True, help="make its rotation due now (the scheduler runs it)")
+@click.option("--json", "as_json", is_flag=True, help="print the rotation as JSON")
+@click.pass_context
+@api_errors
+def secret_rotation(
+    ctx: click.Context,
+    api_key: str | None,
+    base_url: str | None,
+    name: str,
+    every: str | None,
+    task_id: str | None,
+    off: bool,
+    now: bool,
+    as_json: bool,
+) -> None:
+    """Show or set a secret's scheduled rotation: a task run every DURATION, for the
+    key that sets it, whose set_secret step gives the secret its new value.
+
+    Without options it prints the policy and when the next and last rotations are.
+    `--every D --task ID` sets it (the key needs tasks:run), `--off` ends it, `--now`
+    makes it due at the scheduler's next look. See docs/lifecycle.md.
+    """
+    if off and (every or task_id):
+        fail("give --off, or --every with --task, not both", ExitCode.USAGE)
+    if bool(every) != bool(task_id):
+        fail("--every and --task go together", ExitCode.USAGE)
+    with open_client(options_of(ctx, api_key, base_url)) as client:
+        if off:
+            client.secrets.update(name, rotation=None)
+        elif every and task_id:
+            client.secrets.update(name, rotation={"every": every, "task_id": task_id})
+        secret = client.secrets.rotate_now(name) if now else _one_listed(client, name)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "rotation": None if secret.rotation is None else secret.rotation.model_dump(),
+                    "next_rotation_at": _iso(secret.next_rotation_at),
+                    "last_rotated_at": _iso(secret.last_rotated_at),
+                },
+                indent=2,
+            )
+        )
+        return
+    if secret.rotation is None:
+        say(f"{secret.name}: no scheduled rotation")
+        return
+    last = shown(secret.last_rotated_at) or "never"
+    say(
+        f"{secret.name}: rotated every {secret.rotation.every} by task {secret.rotation.task_id}; "
+        f"next {shown(secret.next_rotation_at)} UTC, last {last}"
+    )
+
+
+def _one_listed(client: Strongroom, name: str) -> Secret:
+    """The secret as the list shows it: showing its rotation reads no value (which would
+    be an audited read, and refused for a use-only secret)."""
+    for secret in _listed(client, metadata=None, page_size=MAX_BATCH):
+        if secret.name == name:
+            return secret
+    fail(f"secret {name!r} does not exist", ExitCode.NOT_FOUND)
+
+
+def _iso(when: dt.datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
 @secrets.command("purge")
 @client_options(from_env=False)
 @click.argument("name", callback=_name_argument)

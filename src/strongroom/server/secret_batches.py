@@ -27,6 +27,7 @@ from .secrets import (
     RevealedSecret,
     SecretService,
     check_expiry,
+    check_loosening,
     check_value,
     resolve_policy,
     use_only,
@@ -255,13 +256,7 @@ class SecretBatches:
             changed = replace(changed, expires_at=item.expires_at)
         if item.policy is not UNSET:
             policy = resolve_policy(current.policy, item.policy)
-            loosened = current.policy.loosenings(policy)
-            if loosened and not caller.may(Scope.SECRETS_ADMIN):
-                raise Forbidden(
-                    f"this change to the policy of secret {current.name!r} "
-                    f"{' and '.join(loosened)}: loosening a policy needs the "
-                    "'secrets:admin' scope"
-                )
+            check_loosening(caller, current.name, current.policy, policy)
             changed = replace(changed, policy=policy)
         self.secrets.stays_in_reach(caller, current.name, changed)
         same = self.secrets.same_value(tx, caller, current, item.value, now)

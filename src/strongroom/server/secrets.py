@@ -208,6 +208,32 @@ class _Attempt:
     secret_id: str | None = None
 
 
+def _reachable(tx: Transaction, caller: Caller, name: str) -> SecretRecord:
+    """The caller's live secret ``name``, locked for a change; 404 when it is missing or
+    out of the key's reach (worded alike)."""
+    current = tx.secrets.by_name(caller.tenant_id, name, for_update=True)
+    if current is None:
+        raise _not_found(name)
+    if not caller.reaches(current.name, current.metadata):
+        raise _unreachable(name)
+    return current
+
+
+def check_loosening(
+    caller: Caller, name: str, before: SecretPolicy, after: SecretPolicy
+) -> list[str]:
+    """How ``after`` loosens ``before`` (for the record); a 403 when it does and the caller
+    lacks ``secrets:admin``. Raised inside the write, so nothing of the call is kept."""
+    loosened = before.loosenings(after)
+    if loosened and not caller.may(Scope.SECRETS_ADMIN):
+        raise Forbidden(
+            f"this change to the policy of secret {name!r} "
+            f"{' and '.join(loosened)}: loosening a policy needs the "
+            "'secrets:admin' scope (tightening needs only 'secrets:write')"
+        )
+    return loosened
+
+
 def _check_version(current: SecretRecord, expected: int | None) -> None:
     if expected is not None and expected != current.version:
         raise PreconditionFailed(
@@ -656,14 +682,7 @@ class SecretService:
                     loosened: list[str] = []
                     if policy is not UNSET:
                         new_policy = resolve_policy(current.policy, policy)
-                        loosened = current.policy.loosenings(new_policy)
-                        if loosened and not caller.may(Scope.SECRETS_ADMIN):
-                            # Raised inside the transaction: nothing of the call is kept.
-                            raise Forbidden(
-                                f"this change to the policy of secret {name!r} "
-                                f"{' and '.join(loosened)}: loosening a policy needs the "
-                                "'secrets:admin' scope (tightening needs only 'secrets:write')"
-                            )
+                        loosened = check_loosening(caller, name, current.policy, new_policy)
                         if new_policy != current.policy:
                             changed = replace(changed, policy=new_policy)
                             fields.append("policy")
@@ -876,11 +895,7 @@ class SecretService:
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
             with self.store.write() as tx:
-                current = tx.secrets.by_name(caller.tenant_id, name, for_update=True)
-                if current is None:
-                    raise _not_found(name)
-                if not caller.reaches(current.name, current.metadata):
-                    raise _unreachable(name)
+                current = _reachable(tx, caller, name)
                 _check_version(current, expected_version)
                 changed = replace(current, version=current.version + 1, updated_at=now)
                 try:
@@ -932,11 +947,7 @@ class SecretService:
         def work() -> SecretRecord:
             now = dt.datetime.now(dt.UTC)
             with self.store.write() as tx:
-                current = tx.secrets.by_name(caller.tenant_id, name, for_update=True)
-                if current is None:
-                    raise _not_found(name)
-                if not caller.reaches(current.name, current.metadata):
-                    raise _unreachable(name)
+                current = _reachable(tx, caller, name)
                 if current.rotation is None:
                     raise Conflict(
                         f"secret {name!r} has no rotation policy: set one with "
