@@ -492,3 +492,17 @@ def test_batch_get_and_batch_put(sdk: Any) -> None:
     assert [(e.name, e.code) for e in read.errors] == [("missing", "not_found")]
     with pytest.raises(TypeError):
         sdk.secrets.batch_get("b0")
+
+
+def test_a_rotation_policy_set_made_due_and_ended(sdk: Any) -> None:
+    sdk.secrets.create(name="api_key", value="v")
+    task = sdk.tasks.create(steps=[{"kind": "set_secret", "name": "api_key", "value": "w"}])
+    made = sdk.secrets.update(name="api_key", rotation={"every": "30d", "task_id": task.id})
+    assert made.rotation == strongroom.Rotation(every="30d", task_id=task.id)
+    assert made.next_rotation_at is not None and made.last_rotated_at is None
+    due = sdk.secrets.rotate_now(name="api_key")
+    assert due.next_rotation_at is not None and due.next_rotation_at < made.next_rotation_at
+    with pytest.raises(ValidationError, match=r"body\.rotation\.every"):
+        sdk.secrets.update(name="api_key", rotation={"every": "10s", "task_id": task.id})
+    ended = sdk.secrets.update(name="api_key", rotation=None)
+    assert (ended.rotation, ended.next_rotation_at) == (None, None)

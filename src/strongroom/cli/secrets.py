@@ -631,10 +631,11 @@ def secret_rotation(
 def _one_listed(client: Strongroom, name: str) -> Secret:
     """The secret as the list shows it: showing its rotation reads no value (which would
     be an audited read, and refused for a use-only secret)."""
-    for secret in _listed(client, metadata=None, page_size=MAX_BATCH):
-        if secret.name == name:
-            return secret
-    fail(f"secret {name!r} does not exist", ExitCode.NOT_FOUND)
+    listed = _listed(client, metadata=None, page_size=MAX_BATCH)
+    found = next((secret for secret in listed if secret.name == name), None)
+    if found is None:
+        fail(f"secret {name!r} does not exist", ExitCode.NOT_FOUND)
+    return found
 
 
 def _iso(when: dt.datetime | None) -> str | None:
