@@ -309,6 +309,7 @@ def test_openapi_lists_every_route_with_its_schemas(app: FastAPI) -> None:
     paths = spec["paths"]
     assert {path: sorted(ops) for path, ops in paths.items()} == {
         "/healthz": ["get"],
+        "/readyz": ["get"],
         "/v1/secrets": ["get", "post"],
         "/v1/secrets/{name}": ["delete", "get", "patch", "put"],
         "/v1/secrets/{name}/versions": ["get"],

@@ -37,6 +37,7 @@ from .support import ERROR_FIELDS
 # Every operation of the app, so a route added without being fuzzed fails the guard below.
 OPERATIONS = [
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("GET", "/v1/secrets"),
     ("POST", "/v1/secrets"),
     ("GET", "/v1/secrets/{name}"),
@@ -76,6 +77,7 @@ OPERATIONS = [
 # Nothing in the request to contradict: negative generation has no case to make.
 NOTHING_TO_NEGATE = {
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     ("POST", "/v1/sessions"),
     ("GET", "/v1/sessions/current"),
     ("DELETE", "/v1/sessions/current"),

@@ -20,6 +20,7 @@ from .api import sessions as session_routes
 from .api import tasks as task_routes
 from .api.errors import install_error_handlers
 from .api.middleware import AddressLimit, BodyLimit, HeaderLimit, RequestContext
+from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .services import Services
 
@@ -37,6 +38,8 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
             return
         services.heartbeat.start()
         services.pruner.start()
+        if services.settings.metrics_listen:
+            metrics.serve(services.settings.metrics_listen)
         try:
             # DBOS's launch does blocking I/O (its database, recovery): off the event loop.
             await run_in_threadpool(services.engine.start)
@@ -45,6 +48,7 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
             finally:
                 await run_in_threadpool(services.engine.stop)
         finally:
+            metrics.stop()
             await run_in_threadpool(services.pruner.stop)
             await run_in_threadpool(services.heartbeat.stop)
 
@@ -60,6 +64,8 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
         telemetry={"logs": False, "operation_spans": False, "auto_configure": False},
     )
     app.state.services = services
+    app.state.run_engine = run_engine
+    app.state.metrics = metrics = Metrics(services.store)
     settings = services.settings
     app.state.limiter = limiter = RateLimiter(
         per_key=settings.rate_limit_per_key,
@@ -82,5 +88,5 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AddressLimit, limiter=limiter)
     app.add_middleware(HeaderLimit)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, metrics=metrics)
     return app

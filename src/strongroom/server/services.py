@@ -77,6 +77,10 @@ class EngineHost:
             engine.start()
             self._engine = engine
 
+    @property
+    def running(self) -> bool:
+        return self._engine is not None
+
     def stop(self) -> None:
         with self._lock:
             engine, self._engine = self._engine, None

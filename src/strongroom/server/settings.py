@@ -58,6 +58,11 @@ class Settings(BaseSettings, AllToolSettings):
         le=3600,
         description="how often the scheduler looks for due rotations and ended recovery windows",
     )
+    metrics_listen: str | None = Field(
+        None,
+        description="host:port of the Prometheus /metrics listener (no key: keep it on a "
+        "private interface); unset: off",
+    )
     # -- abuse limits -----------------------------------------------------------------------
     rate_limit_per_key: str = Field(
         "100/second;3000/minute", description="requests one API key may make ('off' for none)"
@@ -134,6 +139,16 @@ class Settings(BaseSettings, AllToolSettings):
         # STRONGROOM_AUDIT_FILE= (empty) turns the file off, as leaving it unset does;
         # Path("") would be the current directory.
         return None if value == "" else value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("give host:port, e.g. 127.0.0.1:9464")
+        return value
 
     @field_validator("rate_limit_per_key", "rate_limit_per_address", "rate_limit_auth_failures")
     @classmethod

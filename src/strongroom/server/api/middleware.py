@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import HeadersTooLarge, PayloadTooLarge
 from ..ids import new_request_id
 from ..logs import request_id_var
+from ..metrics import Metrics
 from ..ratelimit import RateLimiter
 from .deps import too_many
 from .errors import error_response, unexpected_error
@@ -37,8 +38,9 @@ def _route_of(scope: Scope) -> str | None:
 class RequestContext:
     """Give each request an id, log it when it ends, and turn a crash into a JSON 500."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,16 +73,20 @@ class RequestContext:
                 raise
             await unexpected_error(exc)(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = _route_of(scope)
             log.info(
                 "request",
                 extra={
                     "method": scope.get("method"),
-                    "route": _route_of(scope),
+                    "route": route,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )
+            if self.metrics is not None:
+                self.metrics.observe_request(str(scope.get("method")), route, status, seconds)
             request_id_var.reset(token)
 
 
@@ -158,7 +164,8 @@ class AddressLimit:
     """Refuse API requests with 429 when their client address is over its budget, or in
     the penalty box for failed authentication, before any body is read or key looked up.
 
-    ``/healthz`` and the OpenAPI document are not counted: monitors and tooling poll them.
+    ``/healthz``, ``/readyz`` and the OpenAPI document are not counted: monitors and
+    tooling poll them.
     """
 
     def __init__(self, app: ASGIApp, limiter: RateLimiter) -> None:

@@ -197,6 +197,11 @@ class Barrier:
         return self._keyring
 
     @property
+    def unsealed(self) -> bool:
+        """Whether :meth:`unseal` has opened the barrier (what ``/readyz`` reports)."""
+        return self._api_key_mac is not None
+
+    @property
     def key_ids(self) -> tuple[str, ...]:
         """The ids of the master keys this process holds."""
         return tuple(self._held)

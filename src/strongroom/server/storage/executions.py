@@ -76,6 +76,11 @@ class ExecutionStorage(ABC):
         """Executions still queued or running, oldest first."""
 
     @abstractmethod
+    def count_unfinished(self) -> dict[str, int]:
+        """How many executions of all tenants are queued and running (the metrics' queue
+        depth), by status; an index walk of ``ix_executions_status``."""
+
+    @abstractmethod
     def set_status(
         self,
         execution_id: str,
@@ -184,6 +189,15 @@ class SQLExecutionStorage(SQLArea, ExecutionStorage):
         e = t.executions.c
         stmt = sa.select(e.id).where(e.status.in_(_UNFINISHED)).order_by(e.id).limit(limit)
         return [row.id for row in self.conn.execute(stmt)]
+
+    def count_unfinished(self) -> dict[str, int]:
+        e = t.executions.c
+        stmt = (
+            sa.select(e.status, sa.func.count()).where(e.status.in_(_UNFINISHED)).group_by(e.status)
+        )
+        found = dict.fromkeys(_UNFINISHED, 0)
+        found.update((status, int(n)) for status, n in self.conn.execute(stmt))
+        return found
 
     def set_status(
         self,

@@ -143,6 +143,10 @@ class SecretStorage(ABC):
         ``soon``: what the metrics report."""
 
     @abstractmethod
+    def count_rotations_due(self, now: dt.datetime) -> int:
+        """How many live secrets of all tenants have a rotation due (or overdue) at ``now``."""
+
+    @abstractmethod
     def due_for_purge(self, now: dt.datetime, limit: int) -> list[SecretRecord]:
         """Deleted secrets of any tenant whose recovery window has ended."""
 
@@ -530,6 +534,13 @@ class SQLSecretStorage(SQLArea, SecretStorage):
         ).where(live, s.expires_at <= soon)
         expired, expiring = self.conn.execute(stmt).one()
         return int(expired or 0), int(expiring or 0)
+
+    def count_rotations_due(self, now: dt.datetime) -> int:
+        s = t.secrets.c
+        stmt = sa.select(sa.func.count()).where(
+            s.next_rotation_at.is_not(None), s.next_rotation_at <= now, s.deleted_at.is_(None)
+        )
+        return int(self.conn.execute(stmt).scalar() or 0)
 
     def due_for_purge(self, now: dt.datetime, limit: int) -> list[SecretRecord]:
         s = t.secrets.c

@@ -124,6 +124,15 @@ class Health(BaseModel):
     database: Literal["ok"]
 
 
+class Ready(BaseModel):
+    status: Literal["ready"]
+    database: Literal["ok"]
+    keyring: Literal["unsealed"]
+    engine: Literal["running", "off"] = Field(
+        description="off: this process runs no executions (a worker or another server does)"
+    )
+
+
 class ErrorDetail(BaseModel):
     location: str
     message: str
