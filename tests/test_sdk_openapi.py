@@ -420,6 +420,7 @@ NODE_NOT_WIRE = {
 # Components that no SDK models as such, and why.
 NOT_MODELLED = {
     "Health": "GET /healthz is for probes and load balancers, not a client call",
+    "Ready": "GET /readyz is for probes and load balancers, not a client call",
     "ErrorEnvelope": "read field by field by the error mapping of both SDKs",
     "ErrorBody": "read field by field by the error mapping of both SDKs",
     "Action": "the audit actions; AuditRecord.action is a string in the answer",
@@ -543,6 +544,7 @@ ANSWERED_AS = {
 }
 NOT_IN_SDK = {
     "/healthz": "a probe for load balancers",
+    "/readyz": "a probe for load balancers",
     "/julep/": "the official julep client's routes; the SDKs' Julep is their client on /v1",
     "/v1/sessions": "browser sessions (a cookie) for the web console, and the CLI's login",
 }
