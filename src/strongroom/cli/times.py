@@ -8,27 +8,26 @@ import re
 
 import click
 
-_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"(?:\d+[wdhms])+")
-_PART = re.compile(r"(\d+)([wdhms])")
+from .._durations import is_duration
+from .._durations import parse_duration as spelled_duration
+
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def parse_duration(text: str, option: str) -> dt.timedelta:
     """``30d``, ``12h``, ``90m``, ``45s``, ``2w``, or several (``1h30m``); ``0`` is none."""
-    spelled = text.strip().lower()
-    if spelled == "0":
+    if text.strip() == "0":
         return dt.timedelta(0)
-    if not _DURATION.fullmatch(spelled):
+    try:
+        duration = spelled_duration(text)
+    except OverflowError:
+        raise click.BadParameter(f"{text!r} is too long a duration", param_hint=option) from None
+    if duration is None:
         raise click.BadParameter(
             f"{text!r} is not a duration: a number and a unit, w d h m or s (30d, 12h, 90m, 1h30m)",
             param_hint=option,
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(spelled))
-    try:
-        return dt.timedelta(seconds=seconds)
-    except OverflowError:
-        raise click.BadParameter(f"{text!r} is too long a duration", param_hint=option) from None
+    return duration
 
 
 def parse_time(text: str, option: str) -> dt.datetime:
@@ -51,7 +50,7 @@ def parse_time(text: str, option: str) -> dt.datetime:
 
 def parse_moment(text: str, option: str, now: dt.datetime | None = None) -> dt.datetime:
     """A time (see :func:`parse_time`), or a duration meaning that long ago (``2h``)."""
-    if _DURATION.fullmatch(text.strip().lower()):
+    if is_duration(text):
         return (now or dt.datetime.now(dt.UTC)) - parse_duration(text, option)
     return parse_time(text, option)
 

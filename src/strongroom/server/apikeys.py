@@ -473,7 +473,7 @@ class KeyService:
         now = dt.datetime.now(dt.UTC)
         with self._refusals_recorded(caller), self.store.write() as tx:
             old = self._managed(tx, caller, Action.KEY_ROTATE, key_id)
-            if old.revoked_at is not None or old.expired(now):
+            if old.ended(now):
                 raise Conflict(f"API key {key_id!r} is revoked or expired; issue a new key instead")
             issued = self._issue(tx, caller, old.name, old.scopes, old.rule, old.expires_at)
             if grace:

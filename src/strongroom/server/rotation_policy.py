@@ -10,27 +10,26 @@ policy can never do more than the key that wrote it.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .._durations import UNITS, parse_duration
+
 MIN_PERIOD: Final = dt.timedelta(minutes=1)
 MAX_PERIOD: Final = dt.timedelta(days=3650)
-
-_UNITS: Final = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"(?:[0-9]{1,9}[wdhms])+")
-_PART = re.compile(r"([0-9]+)([wdhms])")
 
 
 def parse_period(text: str) -> dt.timedelta:
     """``30d``, ``12h``, ``1h30m``, ``2w``: a period of at least a minute and at most ten
     years; anything else is a ``ValueError`` saying what is expected."""
-    spelled = text.strip().lower()
-    if not _DURATION.fullmatch(spelled):
+    try:
+        period = parse_duration(text)
+    except OverflowError:
+        period = MAX_PERIOD * 2  # past the bound: refused below
+    if period is None:
         raise ValueError(
             f"{text!r} is not a period: a number and a unit, w d h m or s (30d, 12h, 1h30m)"
         )
-    period = dt.timedelta(seconds=sum(int(n) * _UNITS[u] for n, u in _PART.findall(spelled)))
     if not MIN_PERIOD <= period <= MAX_PERIOD:
         raise ValueError(f"a rotation period is between 1m and 3650d, not {text!r}")
     return period
@@ -40,7 +39,7 @@ def spell_period(period: dt.timedelta) -> str:
     """The shortest spelling :func:`parse_period` reads back as ``period``."""
     seconds = int(period.total_seconds())
     parts = []
-    for unit, size in _UNITS.items():
+    for unit, size in UNITS.items():
         if unit == "w":
             continue  # "14d" reads better than "2w" in a policy
         count, seconds = divmod(seconds, size)

@@ -82,7 +82,7 @@ class SessionService:
         with self.store.write() as tx:
             key = tx.apikeys.by_id(caller.key_id, caller.tenant_id)
             # The key was just authenticated; this closes the gap to a revocation meanwhile.
-            if key is None or key.revoked_at is not None or key.expired(now):
+            if key is None or key.ended(now):
                 raise Unauthorized("API key has been revoked or has expired")
             expires_at = now + self.lifetime
             if key.expires_at is not None:

@@ -47,6 +47,10 @@ class ApiKeyRecord:
     def expired(self, now: dt.datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
 
+    def ended(self, now: dt.datetime) -> bool:
+        """Revoked, or past its expiry: a key that may do nothing any more."""
+        return self.revoked_at is not None or self.expired(now)
+
 
 class ApiKeyStorage(ABC):
     # -- tenants --------------------------------------------------------------------------

@@ -512,7 +512,7 @@ class Runner:
                 "a set_secret step needs a run started by an API key with 'secrets:write'",
                 "forbidden",
             )
-        if key.revoked_at is not None or key.expired(_now()):
+        if key.ended(_now()):
             raise StepFailed(
                 "the API key that started this execution has been revoked or has expired: "
                 "its executions may set no secret",
@@ -720,9 +720,7 @@ class Runner:
             actor = Actor.on_behalf(
                 execution.tenant_id, execution.created_by, key.name if key else None
             )
-            key_gone = key is not None and (
-                key.revoked_at is not None or key.expired(dt.datetime.now(dt.UTC))
-            )
+            key_gone = key is not None and key.ended(_now())
             rule = key.rule if key is not None else None
             for name in [] if key_gone else names:
                 found = reveal(
