@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+SERVER_STAMP := $(VENV)/.installed-server
 
-.PHONY: install run test test-fast test-python test-node soak lint format clean
+.PHONY: install install-server run test test-fast test-python test-node soak lint format clean
 
-# Reinstalls only when pyproject.toml changes.
+# The development install (the server, the CLI and the tools `make test` runs). Reinstalls
+# only when pyproject.toml changes.
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -17,22 +19,35 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --group julep-compat
 	touch $(STAMP)
 
+# The server and the CLI alone, for `make run`: no test or lint tools. A current development
+# install holds them already, so after `make test` this installs nothing (pip never
+# downgrades what satisfies a requirement anyway); `make test` after it installs the tools.
+install-server: $(SERVER_STAMP)
+
+$(SERVER_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	if [ ! $(STAMP) -nt pyproject.toml ]; then \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --quiet -e '.[server]'; \
+	fi
+	touch $(SERVER_STAMP)
+
 # The embedded default: SQLite in ./data, a generated development master key, and a
 # bootstrap API key printed on first start.
-run: install
+run: install-server
 	mkdir -p -m 700 data
 	$(BIN)/strongroom migrate
 	$(BIN)/strongroom serve --dev
 
 lint: install
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples deploy
+	$(BIN)/ruff format --check src tests bench examples deploy
 	$(BIN)/mypy
-	$(BIN)/mypy examples
+	$(BIN)/mypy examples deploy/healthcheck.py
 
 format: install
-	$(BIN)/ruff format src tests bench examples
-	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples deploy
+	$(BIN)/ruff check --fix src tests bench examples deploy
 
 # Python tests run on SQLite and on PostgreSQL (STRONGROOM_TEST_POSTGRES_URL, by default
 # postgresql://postgres@127.0.0.1:5432/postgres); under CI=true a missing server fails.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -38,6 +39,7 @@ from .upstream import Upstream, openai_upstream
 # The in-process task tests' runner fixture and helpers (tasks_fixtures.py).
 pytest_plugins = ["tests.tasks_fixtures"]
 
+REDIS_URL = os.environ.get("STRONGROOM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -82,6 +84,22 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("STRONGROOM_") and name != "STRONGROOM_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The shared Redis, reachable; skipped (failed under CI) when it is not."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return REDIS_URL
 
 
 @pytest.fixture(scope="session")

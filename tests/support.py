@@ -55,6 +55,17 @@ class ServerProcess:
         return self.process.returncode
 
 
+# The engine of a test's server looks at its queue ten times a second (a deployment's
+# default is once): tests wait on executions, never on how long they wait to start.
+TEST_ENGINE_POLL = {"STRONGROOM_ENGINE_POLL_SECONDS": "0.1"}
+
+
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of a server or worker a test starts: ``env`` over a minimal base."""
+    base = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp")}
+    return {**base, **TEST_ENGINE_POLL, **env}
+
+
 def run_cli(
     args: list[str], env: dict[str, str], cwd: Path | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -82,7 +93,7 @@ def start_server(
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     stdout_path = workdir / f"server-{port}.out"
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
+    full_env = process_env(env)
     with log_path.open("wb") as log, stdout_path.open("wb") as out:
         process = subprocess.Popen(
             [*prefix, STRONGROOM, "serve", "--port", str(port), *extra_args],

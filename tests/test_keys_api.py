@@ -8,6 +8,7 @@ expiry, no other tenant. Every refusal is a 403 ``forbidden`` and is in the audi
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,9 @@ from strongroom.server import apikeys
 from strongroom.server.apikeys import create_api_key
 from strongroom.server.rules import ResourceRule
 from strongroom.server.services import Services
+from strongroom.server.storage import open_store
 
+from .conftest import unsealed
 from .support import assert_error, find_leaks, postgres_rows
 
 SOON = dt.datetime.now(dt.UTC) + dt.timedelta(days=7)
@@ -334,3 +337,32 @@ def test_a_key_cannot_be_left_without_scopes(keys: Keys) -> None:
     for scopes in (None, []):
         response = keys.root.patch(f"/v1/keys/{made['id']}", json={"scopes": scopes})
         assert_error(response, 422, "validation_error", "body.scopes")
+
+
+# -- the bootstrap key -----------------------------------------------------------------------
+def test_servers_starting_together_issue_one_bootstrap_key(services: Services) -> None:
+    """Each server of a new deployment runs ``serve --dev``'s bootstrap at once: exactly
+    one of them may issue the all-scopes key (an advisory lock on PostgreSQL, the write
+    lock on SQLite), or a second key would be printed in a log nobody watches."""
+    start = threading.Barrier(4)
+    issued: list[str | None] = []
+
+    def boot() -> None:
+        # A store of its own, as another process would have.
+        store = open_store(services.settings.database_url)
+        try:
+            barrier = unsealed(store)
+            start.wait()
+            issued.append(apikeys.bootstrap_key(store, barrier))
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=boot) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(issued) == 4
+    assert len([key for key in issued if key is not None]) == 1
+    with services.store.read() as tx:
+        assert tx.apikeys.count() == 1

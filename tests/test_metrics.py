@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,18 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
+from strongroom.server.app import create_app
 from strongroom.server.metrics import Metrics
 from strongroom.server.services import Services
 from strongroom.server.settings import Settings
 from strongroom.server.storage import StorageUnavailable
+from strongroom.server.tasks.runner import Runner
 
 from .conftest import MASTER_KEY, MakeClient
 from .support import assert_error, canary, find_leaks, free_port, start_server
+from .tasks_fixtures import run_all, start, tools_for
 
 
 def scrape(metrics: Metrics) -> dict[str, list[Any]]:
@@ -81,6 +86,55 @@ def test_the_database_numbers_are_read_at_scrape_time(
     assert value_of(found["strongroom_secrets_expired"]) == 0
     assert value_of(found["strongroom_rotations_due"]) == 1
     assert value_of(found["strongroom_executions"], status="queued") == 1
+    pool = found["strongroom_database_connections"]
+    assert value_of(pool, state="in_use") == 0  # every request's connection went back
+    assert value_of(pool, state="idle") >= 1
+
+
+def test_reads_writes_and_failed_authentications_are_counted_from_the_trail(
+    app: FastAPI, make_client: MakeClient
+) -> None:
+    api = make_client()
+    api.post("/v1/secrets", json={"name": "counted", "value": "v1"}).raise_for_status()
+    api.put("/v1/secrets/counted", json={"value": "v2"}).raise_for_status()
+    for _ in range(3):
+        api.get("/v1/secrets/counted").raise_for_status()
+    stranger = TestClient(app, headers={"Authorization": "Bearer sr_not_a_key"})
+    assert stranger.get("/v1/secrets").status_code == 401
+    events = scrape(app.state.metrics)["strongroom_audit_events"]
+    assert value_of(events, action="secret.read", outcome="success") == 3
+    assert value_of(events, action="secret.create", outcome="success") == 1
+    assert value_of(events, action="secret.update", outcome="success") == 1
+    assert value_of(events, action="auth.authenticate", outcome="unauthorized") == 1
+
+
+def test_refusals_for_a_spent_budget_are_counted(services: Services, issue_key: Any) -> None:
+    budgeted = services.settings.model_copy(update={"rate_limit_per_key": "2/minute"})
+    app = create_app(replace(services, settings=budgeted), run_engine=False)
+    api = TestClient(app, headers={"Authorization": f"Bearer {issue_key()}"})
+    statuses = [api.get("/v1/secrets").status_code for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+    found = scrape(app.state.metrics)
+    assert value_of(found["strongroom_http_rate_limited"], route="/v1/secrets") == 2
+
+
+def test_each_step_is_timed_by_the_status_it_left(
+    services: Services, caller: Any, upstream: Any
+) -> None:
+    steps = [
+        {"kind": "transform", "expression": "$ 1"},
+        {"kind": "transform", "expression": "$ 1 // 0"},
+    ]
+    runner = Runner(
+        services.store,
+        services.barrier,
+        tools_for(upstream),
+        observe_step=services.metrics.observe_step,
+    )
+    assert run_all(runner, start(services, caller, steps)) == "failed"
+    timed = scrape(services.metrics)["strongroom_execution_step_duration_seconds"]
+    assert value_of(timed, status="succeeded", le="+Inf") == 1
+    assert value_of(timed, status="failed", le="+Inf") == 1
 
 
 def test_metrics_are_not_on_the_api_port(api: TestClient) -> None:
@@ -144,3 +198,18 @@ def test_serve_answers_metrics_on_its_own_listener(database_url: str, tmp_path: 
         assert httpx.get(f"{server.base_url}/metrics", timeout=10).status_code == 404
     finally:
         server.stop()
+
+
+def test_an_unreachable_redis_for_shared_budgets_is_counted(
+    services: Services, issue_key: Any
+) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    shared = services.settings.model_copy(
+        update={"redis_url": SecretStr(nowhere), "rate_limit_per_key": "100/second"}
+    )
+    app = create_app(replace(services, settings=shared), run_engine=False)
+    api = TestClient(app, headers={"Authorization": f"Bearer {issue_key()}"})
+    assert api.get("/v1/secrets").status_code == 200  # answered on local budgets
+    found = scrape(app.state.metrics)
+    assert value_of(found["strongroom_ratelimit_redis_failures"]) >= 1
+    assert value_of(found["strongroom_ratelimit_local_fallbacks"]) >= 1

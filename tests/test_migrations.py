@@ -26,6 +26,6 @@ def test_migrate_twice_is_a_no_op(database_url: str) -> None:
     store = open_store(database_url)
     try:
         with store.engine.connect() as conn:  # type: ignore[attr-defined]
-            assert MigrationContext.configure(conn).get_current_heads() == ("0007",)
+            assert MigrationContext.configure(conn).get_current_heads() == ("0008",)
     finally:
         store.close()

@@ -38,6 +38,7 @@ from .support import (
     TcpRelay,
     canary,
     find_leaks,
+    process_env,
     run_cli,
     start_server,
 )
@@ -383,7 +384,7 @@ def test_a_server_killed_mid_execution_resumes_without_rerunning_finished_steps(
 
 def start_worker(workdir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
     log = workdir / f"worker-{secrets.token_hex(3)}.log"
-    full_env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), **env}
+    full_env = process_env(env)
     with log.open("wb") as out:
         process = subprocess.Popen(
             [STRONGROOM, "worker"], env=full_env, cwd=workdir, stdout=out, stderr=out

@@ -132,3 +132,18 @@ def openai_upstream() -> Iterator[Upstream]:
 def at(upstream: Upstream, prefix: str) -> str:
     """The base URL that makes the upstream behave as ``prefix`` says (``blocking``…)."""
     return upstream.base_url.replace("/v1", f"/{prefix}/v1")
+
+
+def blocking_chat_step(upstream: Upstream) -> dict[str, Any]:
+    """A task step that calls ``upstream``'s ``/blocking/`` chat: it waits there until the
+    test sets ``release`` (and ``arrived`` says it got there)."""
+    return {
+        "kind": "tool_call",
+        "tool": "openai",
+        "operation": "chat",
+        "arguments": {
+            "model": "m",
+            "base_url": at(upstream, "blocking"),
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    }

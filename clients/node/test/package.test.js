@@ -1,9 +1,11 @@
-// The package as published: types that compile in a strict consumer project, and no
-// runtime dependencies (the global fetch is all it needs).
+// The package as published: types that compile in a strict consumer project, no runtime
+// dependencies (the global fetch is all it needs), and the tarball `npm pack` makes, installed
+// into a project of its own.
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { readdir, readFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -48,4 +50,36 @@ it("exports the ESM entry point and its types", async () => {
   const entry = await import("strongroom"); // the package resolving itself by name
   assert.equal(entry.Julep, entry.Strongroom);
   await readFile(join(ROOT, "dist", "index.d.ts"), "utf8");
+});
+
+it("npm pack makes a tarball of dist alone that a fresh project installs and imports", async () => {
+  const run = promisify(execFile);
+  const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+  const work = await mkdtemp(join(tmpdir(), "strongroom-pack-"));
+  try {
+    // npm test built dist already; --ignore-scripts keeps prepack from rebuilding it (the
+    // build empties dist first) under the test files running beside this one.
+    const packed = await run(npm, ["pack", "--ignore-scripts", "--json", "--pack-destination", work], { cwd: ROOT });
+    const [{ filename, files }] = JSON.parse(packed.stdout);
+    const paths = files.map((f) => f.path);
+    assert.ok(paths.includes("dist/index.js") && paths.includes("dist/index.d.ts"), paths.join(" "));
+    for (const path of paths) {
+      assert.ok(path.startsWith("dist/") || ["package.json", "README.md"].includes(path), `packed ${path}`);
+    }
+
+    const project = join(work, "consumer");
+    await mkdir(project);
+    await writeFile(join(project, "package.json"), JSON.stringify({ name: "consumer", private: true, type: "module" }));
+    // No dependencies to fetch: --offline proves the tarball is all it takes.
+    await run(npm, ["install", "--offline", "--no-audit", "--no-fund", join(work, filename)], { cwd: project });
+    const script = [
+      'import { Strongroom, Julep, StrongroomError } from "strongroom";',
+      'const client = new Strongroom({ apiKey: "sr_x", baseURL: "http://127.0.0.1:9" });',
+      "console.log(typeof client.secrets.get, Julep === Strongroom, typeof StrongroomError);",
+    ].join("\n");
+    const imported = await run(process.execPath, ["--input-type=module", "-e", script], { cwd: project });
+    assert.equal(imported.stdout.trim(), "function true function");
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 });

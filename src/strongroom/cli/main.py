@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .audit import audit
+from .backup import backup, restore
 from .keys import keys
 from .login import login, logout, whoami
 from .master_key import master_key
@@ -27,6 +28,8 @@ def cli() -> None:
 cli.add_command(serve)
 cli.add_command(worker)
 cli.add_command(migrate)
+cli.add_command(backup)
+cli.add_command(restore)
 cli.add_command(keys)
 cli.add_command(master_key)
 cli.add_command(login)

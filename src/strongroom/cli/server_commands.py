@@ -13,7 +13,12 @@ import atexit
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
+import signal
+import socket
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -23,6 +28,7 @@ from rich.table import Table
 from .common import err, fail
 
 if TYPE_CHECKING:
+    from ..server.listen import TlsFiles
     from ..server.services import Services
     from ..server.settings import Settings
     from ..server.storage import Store
@@ -119,18 +125,63 @@ def _leave_holders(services: Services) -> None:
 @click.option("--host", help="address to listen on [default: STRONGROOM_HOST or 127.0.0.1]")
 @click.option("--port", type=int, help="port to listen on [default: STRONGROOM_PORT or 8000]")
 @click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="serve HTTPS with this PEM certificate chain [default: STRONGROOM_TLS_CERT]",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="the certificate's PEM private key, unencrypted [default: STRONGROOM_TLS_KEY]",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="allow plain HTTP on a non-loopback address, behind a proxy that terminates TLS "
+    "[default: STRONGROOM_INSECURE_HTTP]",
+)
+@click.option(
     "--dev",
     is_flag=True,
     help="development mode: generate ./data/master.key if no master key is set, and print a "
     "bootstrap API key for tenant 'default' on a database without keys",
 )
-def serve(host: str | None, port: int | None, dev: bool) -> None:
-    """Migrate the database, check the master key, and serve the API."""
+def serve(
+    host: str | None,
+    port: int | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure: bool,
+    dev: bool,
+) -> None:
+    """Migrate the database, check the master key, and serve the API.
+
+    Plain HTTP is for loopback addresses; on any other, give a certificate and its key
+    (HTTPS), or --insecure behind a proxy that terminates TLS.
+    """
     settings = load_settings(dev=dev)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    tls, plain_on_network = check_listening_or_fail(
+        host,
+        tls_cert or settings.tls_cert,
+        tls_key or settings.tls_key,
+        insecure=insecure or settings.insecure_http,
+    )
     check_tool_settings(settings)
+    check_tracing_or_fail(settings)
     from ..server.logs import configure_logging
 
     configure_logging(settings.log_level)
+    if plain_on_network:
+        serve_log().warning(
+            "serving plain HTTP on a non-loopback address (--insecure): only a proxy that "
+            "terminates TLS in front of this server keeps API keys and values off the wire",
+            extra={"host": host},
+        )
+    # The port first: a server that cannot listen stops before it issues the one-time
+    # bootstrap key (or touches the database at all).
+    sockets = bind_or_fail(host, port)
     services = open_services_or_fail(settings)
     if dev:
         from ..server.apikeys import bootstrap_key
@@ -144,26 +195,107 @@ def serve(host: str | None, port: int | None, dev: bool) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    try:
+        run_server(services, sockets, host, tls)
+    finally:
+        services.close()
+        for sock in sockets:
+            sock.close()
+
+
+def serve_log() -> logging.Logger:
+    return logging.getLogger("strongroom.serve")
+
+
+def check_listening_or_fail(
+    host: str, cert: Path | None, key: Path | None, *, insecure: bool
+) -> tuple[TlsFiles | None, bool]:
+    """The TLS files to serve with, and whether this is plain HTTP on a network address
+    allowed by ``insecure``; a refusal (exit 2) for half a TLS setting, unusable files,
+    or plain HTTP on a network address without ``insecure``."""
+    from ..server.listen import ListenRefused, check_plain_http, tls_files
+
+    try:
+        tls = tls_files(cert, key)
+        return tls, check_plain_http(host, tls=tls is not None, insecure=insecure)
+    except ListenRefused as exc:
+        fail(str(exc), code=2)
+
+
+def check_tracing_or_fail(settings: Settings) -> None:
+    """With STRONGROOM_OTEL_ENDPOINT set, the ``otel`` extra must be there: said at once."""
+    if not settings.otel_endpoint:
+        return
+    try:
+        from ..server import tracing  # noqa: F401
+    except ImportError:
+        fail(
+            "STRONGROOM_OTEL_ENDPOINT is set but OpenTelemetry is not installed: "
+            "pip install 'strongroom[otel]'",
+            code=2,
+        )
+
+
+def bind_or_fail(host: str, port: int) -> list[socket.socket]:
+    from ..server.listen import ListenRefused, bind
+
+    try:
+        return bind(host, port)
+    except ListenRefused as exc:
+        fail(str(exc))
+
+
+def run_server(
+    services: Services, sockets: list[socket.socket], host: str, tls: TlsFiles | None
+) -> None:
+    """Serve the app on the bound ``sockets`` until a signal stops it."""
     import uvicorn
 
     from ..server.app import create_app
+    from ..server.listen import url_of
 
-    try:
-        uvicorn.run(
-            create_app(services),
-            host=host or settings.host,
-            port=settings.port if port is None else port,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # Client addresses feed the audit trail and the per-address limits: only the
-            # proxies named in the settings may set them with X-Forwarded-For (uvicorn
-            # would otherwise believe any local client).
-            proxy_headers=bool(settings.forwarded_allow_ips),
-            forwarded_allow_ips=settings.forwarded_allow_ips or None,
-        )
-    finally:
-        services.close()
+    url = url_of(sockets, host, tls=tls is not None)
+    settings = services.settings
+
+    class Server(uvicorn.Server):
+        # uvicorn says where it listens only for sockets it bound itself.
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                serve_log().info(f"serving on {url}", extra={"url": url})
+
+    config = uvicorn.Config(
+        create_app(services),
+        host=host,
+        port=int(sockets[0].getsockname()[1]),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # Client addresses feed the audit trail and the per-address limits: only the
+        # proxies named in the settings may set them with X-Forwarded-For (uvicorn
+        # would otherwise believe any local client).
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        ssl_certfile=tls.cert if tls else None,
+        ssl_keyfile=tls.key if tls else None,
+        # None: Python's defaults, TLS 1.2 and up with forward-secret AEAD ciphers only.
+        ssl_ciphers=None,
+    )
+    server = Server(config)
+    # uvicorn shuts down on SIGTERM, then raises the signal again under the handler it
+    # found: with the default one the process would die there, before the caller's
+    # ``finally`` leaves the barrier holders and closes the database. This handler ends
+    # it as an exit instead. Ctrl-C comes back as KeyboardInterrupt: taken quietly, as
+    # uvicorn.run takes it.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=sockets)
+    if not server.started:
+        sys.exit(3)  # uvicorn's startup failure, as uvicorn.run exits with it
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def unsealed_services_or_fail(settings: Settings, command: str) -> Services:
@@ -194,8 +326,13 @@ def check_tool_settings(settings: Settings) -> None:
 
 
 def start_engine_or_fail(services: Services) -> None:
+    from ..server.tasks.executors import ExecutorIdInUse
+
     try:
         services.engine.start()
+    except ExecutorIdInUse as exc:
+        services.close()
+        fail(str(exc), code=2)
     except Exception as exc:
         services.close()
         fail(f"cannot start the execution engine: {type(exc).__name__}: {str(exc)[:300]}")
@@ -203,9 +340,8 @@ def start_engine_or_fail(services: Services) -> None:
 
 @click.command()
 def worker() -> None:
-    """Run task executions without serving HTTP (PostgreSQL: any number, each with its own
-    STRONGROOM_EXECUTOR_ID)."""
-    import signal
+    """Run task executions without serving HTTP (PostgreSQL: any number; each takes a
+    unique executor id unless STRONGROOM_EXECUTOR_ID names one)."""
     import threading
 
     settings = load_settings()
@@ -220,11 +356,17 @@ def worker() -> None:
     services.heartbeat.start()
     services.pruner.start()
     start_engine_or_fail(services)
-    err.print(f"worker {settings.executor_id} is running executions", highlight=False)
+    # A log line (JSON, as every line a running server or worker writes), not plain text.
+    logging.getLogger("strongroom.worker").info(
+        f"worker {services.engine.executor_id} is running executions",
+        extra={"executor_id": services.engine.executor_id},
+    )
     try:
-        while not stop.wait(1.0):
+        # A signal wakes the wait (its handler sets the event); no timer ticks meanwhile.
+        while not stop.wait(3600):
             pass
     finally:
+        services.metrics.stop()
         services.close()
 
 

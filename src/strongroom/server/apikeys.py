@@ -175,8 +175,10 @@ def revoke_api_key(store: Store, key_id: str) -> bool:
 
 
 def bootstrap_key(store: Store, barrier: Barrier, tenant_name: str = "default") -> str | None:
-    """On a database with no API key at all, issue one with every scope."""
+    """On a database with no API key at all, issue one with every scope; of servers
+    starting together on one database, exactly one issues it."""
     with store.write() as tx:
+        tx.apikeys.lock_for_bootstrap()
         if tx.apikeys.count():
             return None
         key, _ = _issue(tx, barrier, tenant_name, "bootstrap", ())

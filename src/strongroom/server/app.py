@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -18,11 +19,15 @@ from .api import keys as key_routes
 from .api import secrets as secret_routes
 from .api import sessions as session_routes
 from .api import tasks as task_routes
+from .api.docs import install_docs
 from .api.errors import install_error_handlers
 from .api.middleware import AddressLimit, BodyLimit, HeaderLimit, RequestContext
-from .metrics import Metrics
 from .ratelimit import RateLimiter
 from .services import Services
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
@@ -31,8 +36,20 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     use it) this process's execution engine, barrier heartbeat and audit pruner (past
     STRONGROOM_AUDIT_RETENTION_DAYS), started and stopped with the app."""
 
+    tracing = request_tracing(services.settings)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with processes():
+                yield
+        finally:
+            if tracing is not None:
+                # The last batch of spans leaves before the process ends.
+                await run_in_threadpool(tracing.shutdown)
+
+    @asynccontextmanager
+    async def processes() -> AsyncIterator[None]:
         if not run_engine:
             yield
             return
@@ -59,20 +76,35 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
         description="Self-hosted secrets service for automation.",
         # A JSON API: a body without a Content-Type is read as JSON too.
         strict_content_type=False,
-        # FastAPI's built-in OpenTelemetry would record validation inputs and exception
-        # messages, where a request's secret value can sit: request spans only.
-        telemetry={"logs": False, "operation_spans": False, "auto_configure": False},
+        # FastAPI's built-in OpenTelemetry: request spans only, and only to the collector of
+        # STRONGROOM_OTEL_ENDPOINT (through tracing.py, which keeps paths and queries out).
+        # Its logs and operation spans would record validation inputs and exception
+        # messages, where a request's secret value can sit.
+        telemetry={
+            "tracing": tracing is not None,
+            "tracer_provider": tracing,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
+        # The docs page (Swagger UI) is served without a CDN by api/docs.py.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.services = services
     app.state.run_engine = run_engine
-    app.state.metrics = metrics = Metrics(services.store)
+    app.state.metrics = metrics = services.metrics
     settings = services.settings
     app.state.limiter = limiter = RateLimiter(
         per_key=settings.rate_limit_per_key,
         per_address=settings.rate_limit_per_address,
         auth_failures=settings.rate_limit_auth_failures,
+        redis_url=settings.redis_url,
     )
+    metrics.watch(limiter)
     install_error_handlers(app)
+    install_docs(app)
     app.include_router(health.router)
     app.include_router(secret_routes.batch_router)
     app.include_router(secret_routes.router)
@@ -90,3 +122,13 @@ def create_app(services: Services, *, run_engine: bool = True) -> FastAPI:
     app.add_middleware(HeaderLimit)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
+
+
+def request_tracing(settings: Settings) -> TracerProvider | None:
+    """The tracer provider of request spans, when STRONGROOM_OTEL_ENDPOINT is set; without
+    it nothing of OpenTelemetry's SDK is imported."""
+    if not settings.otel_endpoint:
+        return None
+    from .tracing import tracer_provider
+
+    return tracer_provider(settings.otel_endpoint)

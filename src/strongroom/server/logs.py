@@ -65,6 +65,9 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    route_to_root(logging.getLogger("dbos"))
+    # Python's warnings print plain text on stderr; as log records they are JSON too.
+    logging.captureWarnings(True)
     # The request log below replaces uvicorn's access log (which knows no request id).
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel("WARNING")
@@ -72,3 +75,12 @@ def configure_logging(level: str = "INFO") -> None:
     # tool's URL can hold a value derived from a secret, which no redactor would know.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel("WARNING")
+
+
+def route_to_root(logger: logging.Logger) -> None:
+    """Send ``logger``'s records to the root handler (JSON, redacted) alone. The handler
+    left on it does nothing, but is there: DBOS adds its plain-text console handler to
+    its logger when it finds none, as it does the moment it is constructed, before any
+    code of ours could run after it."""
+    logger.handlers[:] = [logging.NullHandler()]
+    logger.propagate = True

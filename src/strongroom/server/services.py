@@ -26,11 +26,14 @@ from .audit_retention import Pruner
 from .crypto import Barrier
 from .crypto.heartbeat import Heartbeat
 from .crypto.masterkey import key_file_is_private, load_master_keys, read_key_file
+from .metrics import Metrics
 from .secret_batches import SecretBatches
 from .secrets import SecretService
 from .sessions import SessionService
 from .settings import Settings
 from .storage import Store, open_store
+from .tasks.executors import ExecutorClaim
+from .tasks.executors import default_id as default_executor_id
 from .tasks.limits import TaskLimits
 from .tasks.runner import Runner
 from .tasks.service import DeferredEngine, TaskService
@@ -57,25 +60,54 @@ class EngineHost:
     """
 
     def __init__(
-        self, make_runner: Callable[[], Runner], executor_id: str, scheduler_seconds: float = 60.0
+        self,
+        make_runner: Callable[[], Runner],
+        store: Store,
+        settings: Settings,
     ) -> None:
         self._make_runner = make_runner
-        self.executor_id = executor_id
-        self.scheduler_seconds = scheduler_seconds
+        self._store = store
+        self._settings = settings
+        # Resolved when the engine starts (see tasks/executors.py): a command that never
+        # runs executions makes no id file.
+        self.executor_id: str | None = settings.executor_id
+        self._claim: ExecutorClaim | None = None
         self._engine: DurableEngine | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        """Claim this process's executor id (``ExecutorIdInUse`` if a live process holds
+        it), then start the engine; the claim is released if the engine cannot start."""
         from .tasks.engine import DurableEngine
 
         with self._lock:
             if self._engine is not None:
                 raise RuntimeError("this process's execution engine is already running")
+            settings = self._settings
+            self.executor_id = settings.executor_id or default_executor_id()
+            claim = ExecutorClaim(self._store, self.executor_id, settings.barrier_heartbeat_seconds)
+            claim.take()
             engine = DurableEngine(
-                self._make_runner(), self.executor_id, scheduler_seconds=self.scheduler_seconds
+                self._make_runner(),
+                self.executor_id,
+                scheduler_seconds=settings.scheduler_seconds,
+                gone_seconds=settings.executor_gone_seconds,
+                pool_size=settings.database_pool_size,
+                poll_seconds=settings.engine_poll_seconds,
             )
-            engine.start()
-            self._engine = engine
+            try:
+                engine.start()
+            except BaseException:
+                claim.release()
+                raise
+            self._engine, self._claim = engine, claim
+
+    def beat(self) -> None:
+        """Keep this process's executor claim fresh (the heartbeat's call); nothing while
+        the engine does not run."""
+        claim = self._claim
+        if claim is not None:
+            claim.beat()
 
     @property
     def running(self) -> bool:
@@ -84,8 +116,15 @@ class EngineHost:
     def stop(self) -> None:
         with self._lock:
             engine, self._engine = self._engine, None
+            claim, self._claim = self._claim, None
         if engine is not None:
             engine.stop()
+        if claim is not None:
+            try:
+                claim.release()
+            except Exception:
+                # Its claim goes stale and counts as gone after a few heartbeat intervals.
+                log.warning("could not release this process's executor id", exc_info=True)
 
     def submit(self, execution_id: str, tenant_id: str) -> None:
         engine = self._engine
@@ -108,6 +147,7 @@ class Services:
     engine: EngineHost
     heartbeat: Heartbeat
     pruner: Pruner
+    metrics: Metrics  # served by the process when STRONGROOM_METRICS_LISTEN is set
     audit_file: AuditFile | None = None
 
     def close(self) -> None:
@@ -134,7 +174,11 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
     :class:`~.audit_file.AuditFileError` for an audit file it cannot open.
     """
     master_keys = _master_keys(settings) if master_key is None else [master_key]
-    store: Store = open_store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    store: Store = open_store(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        pool_size=settings.database_pool_size,
+    )
     try:
         audit_file = attach_audit_file(store, settings)
     except BaseException:
@@ -150,6 +194,8 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
             audit_file.close()
         raise
     limits = task_limits(settings)
+    metrics = Metrics(store)
+    store.audit_sinks = (*store.audit_sinks, metrics.count_event)
     engine = EngineHost(
         lambda: Runner(
             store,
@@ -157,9 +203,10 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
             tool_config(settings),
             limits=limits,
             max_value_bytes=settings.max_value_bytes,
+            observe_step=metrics.observe_step,
         ),
-        settings.executor_id,
-        settings.scheduler_seconds,
+        store,
+        settings,
     )
     secrets = SecretService(
         store,
@@ -180,8 +227,9 @@ def open_services(settings: Settings, *, master_key: bytes | None = None) -> Ser
         ),
         keys=KeyService(store, barrier),
         engine=engine,
-        heartbeat=Heartbeat(barrier, settings.barrier_heartbeat_seconds),
+        heartbeat=Heartbeat(barrier, settings.barrier_heartbeat_seconds, also=(engine.beat,)),
         pruner=Pruner(store, settings.audit_retention_days, settings.audit_prune_interval_seconds),
+        metrics=metrics,
         audit_file=audit_file,
     )
 

@@ -24,6 +24,13 @@ class Settings(BaseSettings, AllToolSettings):
         "sqlite:///./data/strongroom.db",
         description="sqlite:///PATH or postgresql://USER@HOST:PORT/DB",
     )
+    database_pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections a process keeps open: as many more may open in "
+        "a burst, and the execution engine keeps as many again (docs/deploy.md)",
+    )
     master_key: SecretStr | None = Field(None, description="base64 of 32 random bytes")
     master_key_file: Path | None = Field(
         None,
@@ -38,6 +45,22 @@ class Settings(BaseSettings, AllToolSettings):
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    # -- TLS and tracing (docs/deploy.md) ----------------------------------------------------
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain `serve` presents (with STRONGROOM_TLS_KEY)"
+    )
+    tls_key: Path | None = Field(
+        None, description="PEM private key of STRONGROOM_TLS_CERT (unencrypted)"
+    )
+    insecure_http: bool = Field(
+        False,
+        description="let `serve` listen on a non-loopback address without TLS (behind a "
+        "proxy that terminates it)",
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        description="base URL of an OTLP/HTTP collector to send request spans to; unset: off",
+    )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body")
     max_value_bytes: int = Field(64 * 1024, ge=1, description="largest secret value (UTF-8)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -76,6 +99,11 @@ class Settings(BaseSettings, AllToolSettings):
     forwarded_allow_ips: str = Field(
         "",
         description="proxies whose X-Forwarded-For names the client (comma-separated IPs or *)",
+    )
+    redis_url: SecretStr | None = Field(
+        None,
+        description="redis://HOST:PORT/DB (or rediss://, unix://) keeping the request budgets "
+        "shared by every server; unset: each process counts its own",
     )
     # -- the audit trail --------------------------------------------------------------------
     audit_retention_days: int = Field(
@@ -118,12 +146,41 @@ class Settings(BaseSettings, AllToolSettings):
     task_concurrency_per_tenant: int = Field(
         4, ge=1, le=1024, description="executions of one tenant running at once"
     )
-    executor_id: str = Field(
-        "local",
+    executor_id: str | None = Field(
+        None,
         min_length=1,
         max_length=128,
-        description="this process's stable id in the execution engine (one per worker)",
+        description="this process's stable id in the execution engine, one per server and "
+        "worker; unset: the host name and a suffix kept in data/executor-id",
     )
+    engine_poll_seconds: float = Field(
+        1.0,
+        ge=0.05,
+        le=60,
+        description="how often each engine process looks for queued executions: the most a "
+        "new execution waits to start, against the CPU an idle process spends looking",
+    )
+    executor_gone_seconds: float = Field(
+        600.0,
+        ge=1,
+        le=30 * 24 * 3600,
+        description="how long an executor id may go unseen before the executions it left "
+        "pending are failed",
+    )
+
+    @model_validator(mode="after")
+    def _executor_gone(self) -> Settings:
+        if self.executor_gone_seconds < 3 * self.barrier_heartbeat_seconds:
+            raise ValueError(
+                "STRONGROOM_EXECUTOR_GONE_SECONDS must be at least three "
+                "STRONGROOM_BARRIER_HEARTBEAT_SECONDS: a live process beats that often"
+            )
+        return self
+
+    @field_validator("executor_id", mode="before")
+    @classmethod
+    def _unset_executor_id(cls, value: object) -> object:
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _task_concurrency(self) -> Settings:
@@ -133,12 +190,33 @@ class Settings(BaseSettings, AllToolSettings):
             )
         return self
 
-    @field_validator("audit_file", mode="before")
+    @field_validator(
+        "audit_file", "tls_cert", "tls_key", "otel_endpoint", "redis_url", mode="before"
+    )
     @classmethod
     def _unset_when_empty(cls, value: object) -> object:
         # STRONGROOM_AUDIT_FILE= (empty) turns the file off, as leaving it unset does;
-        # Path("") would be the current directory.
+        # Path("") would be the current directory. The same for the TLS files, tracing and
+        # the Redis URL.
         return None if value == "" else value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _otel_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "give the collector's http:// or https:// URL, e.g. http://127.0.0.1:4318"
+            )
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "give the collector's credentials in OTEL_EXPORTER_OTLP_HEADERS, not in the URL"
+            )
+        return value
 
     @field_validator("metrics_listen")
     @classmethod

@@ -1,5 +1,5 @@
-"""ASGI middleware: request ids, the request log, last-resort 500s, the per-address
-request budget and the body size limit.
+"""ASGI middleware: request ids, the request log, last-resort 500s, HSTS over TLS, the
+per-address request budget and the body size limit.
 
 Written against raw ASGI rather than Starlette's BaseHTTPMiddleware, which buffers and
 re-wraps every response; these only look at headers and count bytes.
@@ -24,6 +24,7 @@ from .errors import error_response, unexpected_error
 log = logging.getLogger("strongroom.request")
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 def _route_of(scope: Scope) -> str | None:
@@ -36,7 +37,8 @@ def _route_of(scope: Scope) -> str | None:
 
 
 class RequestContext:
-    """Give each request an id, log it when it ends, and turn a crash into a JSON 500."""
+    """Give each request an id, log it when it ends, and turn a crash into a JSON 500;
+    over HTTPS, add Strict-Transport-Security to every answer."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
@@ -63,6 +65,10 @@ class RequestContext:
                 if scope.get("path", "").startswith("/v1/"):
                     # API answers may hold plaintext or metadata: no cache keeps them.
                     extra.append((b"cache-control", b"no-store"))
+                if scope.get("scheme") == "https":
+                    # Reached over TLS (ours, or a trusted proxy's): browsers keep to
+                    # HTTPS for a year, so no later visit starts in clear text.
+                    extra.append(HSTS)
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
@@ -175,7 +181,8 @@ class AddressLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope.get("path", "").startswith(("/v1/", "/julep/")):
             address = (scope.get("client") or ("", 0))[0]
-            refusal = self.limiter.address_request(address)
+            # Awaited: with the budgets in Redis, the round trip must not block the loop.
+            refusal = await self.limiter.address_request_async(address)
             if refusal is not None:
                 await error_response(too_many(refusal))(scope, receive, send)
                 return

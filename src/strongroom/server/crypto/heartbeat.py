@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 
 from .barrier import Barrier
 
@@ -25,12 +26,17 @@ def gone_after(interval: float) -> float:
 
 
 class Heartbeat:
-    """:meth:`.Barrier.refresh` every ``interval`` seconds on a daemon thread, from
-    :meth:`start` to :meth:`stop`; a failed beat is logged and the next one tried."""
+    """:meth:`.Barrier.refresh`, then each of ``also`` (the execution engine's executor
+    claim), every ``interval`` seconds on a daemon thread, from :meth:`start` to
+    :meth:`stop`; a failed beat is logged and the next one tried. One thread for every
+    liveness mark: an idle process wakes once an interval, not once per mark."""
 
-    def __init__(self, barrier: Barrier, interval: float) -> None:
+    def __init__(
+        self, barrier: Barrier, interval: float, also: Sequence[Callable[[], None]] = ()
+    ) -> None:
         self.barrier = barrier
         self.interval = interval
+        self.also = tuple(also)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -57,6 +63,8 @@ class Heartbeat:
         while not stop.wait(self.interval):
             try:
                 self.barrier.refresh()
+                for beat in self.also:
+                    beat()
             except Exception as exc:
                 # The database may be down a while: the row goes stale, and fresh again at
                 # the first beat that gets through. Said once, not at every beat.

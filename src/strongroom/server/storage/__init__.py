@@ -3,7 +3,8 @@
 A :class:`Store` opens transactions; a :class:`Transaction` offers each area's verbs:
 ``tx.secrets`` (:mod:`.secrets`), ``tx.keyring`` (:mod:`.keyring`), ``tx.apikeys``
 (:mod:`.apikeys`), ``tx.tasks`` (:mod:`.tasks`), ``tx.executions`` (:mod:`.executions`),
-``tx.audit`` (:mod:`.audit`) and ``tx.sessions`` (:mod:`.sessions`). An area module
+``tx.audit`` (:mod:`.audit`), ``tx.sessions`` (:mod:`.sessions`) and ``tx.executors``
+(:mod:`.executors`). An area module
 holds its records, its interface and its SQL implementation; what differs between the
 databases is :mod:`.dialect`'s.
 """
@@ -21,6 +22,7 @@ from .errors import (
     StorageUnavailable,
 )
 from .executions import ExecutionRecord, StepRecord
+from .executors import ExecutorRecord
 from .keyring import BarrierRow, KeyringEntry
 from .page import Page
 from .sealed import Sealed, SealedRow
@@ -30,8 +32,9 @@ from .store import Store, Transaction
 from .tasks import TaskRecord
 
 
-def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
-    """Open the store a ``STRONGROOM_DATABASE_URL`` names, without migrating it."""
+def open_store(url: str, *, sqlite_synchronous: str = "NORMAL", pool_size: int = 10) -> Store:
+    """Open the store a ``STRONGROOM_DATABASE_URL`` names, without migrating it;
+    ``pool_size``: PostgreSQL connections kept open (as many more may open in a burst)."""
     if url.startswith("sqlite:///"):
         from .sqlite import SQLiteStore
 
@@ -39,7 +42,7 @@ def open_store(url: str, *, sqlite_synchronous: str = "NORMAL") -> Store:
     if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, pool_size=pool_size)
     raise ValueError(
         "STRONGROOM_DATABASE_URL must start with sqlite:/// or postgresql:// "
         f"(got a URL starting {url.split(':', 1)[0]!r})"
@@ -53,6 +56,7 @@ __all__ = [
     "AuditSink",
     "BarrierRow",
     "ExecutionRecord",
+    "ExecutorRecord",
     "KeyringEntry",
     "NameTaken",
     "Page",

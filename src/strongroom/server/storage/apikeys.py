@@ -20,6 +20,9 @@ from . import schema as t
 from .dialect import SQLArea
 from .page import Page
 
+# The advisory lock of the bootstrap key's issue ("BOOT" in ASCII).
+_BOOTSTRAP_LOCK = 0x424F4F54
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
@@ -103,6 +106,11 @@ class ApiKeyStorage(ABC):
 
     @abstractmethod
     def count(self) -> int: ...
+
+    @abstractmethod
+    def lock_for_bootstrap(self) -> None:
+        """Hold, until the transaction ends, the lock under which the first key of a
+        database is issued: servers starting together on one database issue one."""
 
     @abstractmethod
     def hashes(self) -> list[tuple[str, str]]:
@@ -242,6 +250,9 @@ class SQLApiKeyStorage(SQLArea, ApiKeyStorage):
     def count(self) -> int:
         stmt = sa.select(sa.func.count()).select_from(t.api_keys)
         return int(self.conn.execute(stmt).scalar_one())
+
+    def lock_for_bootstrap(self) -> None:
+        self.dialect.serialize(self.conn, _BOOTSTRAP_LOCK)
 
     def hashes(self) -> list[tuple[str, str]]:
         stmt = sa.select(t.api_keys.c.id, t.api_keys.c.key_hash).order_by(t.api_keys.c.id)

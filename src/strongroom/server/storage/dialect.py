@@ -47,6 +47,11 @@ class Dialect(ABC):
         """Serialise concurrent migrations beyond what the write transaction does."""
 
     @abstractmethod
+    def serialize(self, conn: Connection, key: int) -> None:
+        """Make the write transactions that call this with ``key`` run one at a time, for a
+        check-then-insert with no row to lock yet (the first API key of a database)."""
+
+    @abstractmethod
     def bulk_insert(self, conn: Connection, columns: Sequence[sa.Column[Any]], rows: Rows) -> None:
         """Insert ``rows`` (values of ``columns``, of one table, in their stored form) the
         fastest way the driver has, bypassing SQLAlchemy's per-row work."""

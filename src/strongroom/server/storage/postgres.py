@@ -36,7 +36,11 @@ class PostgresDialect(Dialect):
 
     def lock_for_migration(self, conn: Connection) -> None:
         # Servers starting together on one database migrate one at a time.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        self.serialize(conn, _MIGRATION_LOCK)
+
+    def serialize(self, conn: Connection, key: int) -> None:
+        # A transaction-level advisory lock: released at commit or rollback, never leaked.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
     def bulk_insert(self, conn: Connection, columns: Sequence[sa.Column[Any]], rows: Rows) -> None:
         raw = conn.connection.driver_connection
@@ -60,7 +64,7 @@ class PostgresStore(SQLStore):
         engine = sa.create_engine(
             _driver_url(url),
             pool_size=pool_size,
-            max_overflow=20,
+            max_overflow=pool_size,
             pool_pre_ping=True,
             hide_parameters=True,  # errors must not carry ciphertext or other bound values
         )

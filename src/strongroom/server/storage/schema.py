@@ -115,6 +115,18 @@ barrier_holders = sa.Table(
     sa.Column("seen_at", UTCDateTime(), nullable=False),
 )
 
+# Which process runs executions under which executor id (storage/executors.py): one live
+# claim per id, so two processes never resume each other's executions.
+engine_executors = sa.Table(
+    "engine_executors",
+    metadata,
+    sa.Column("executor_id", sa.String(128), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("seen_at", UTCDateTime(), nullable=False),
+)
+
 secrets = sa.Table(
     "secrets",
     metadata,

@@ -19,6 +19,7 @@ from .audit import SQLAuditStorage
 from .dialect import Dialect
 from .errors import StorageUnavailable
 from .executions import SQLExecutionStorage
+from .executors import SQLExecutorStorage
 from .keyring import SQLKeyringStorage
 from .secrets import SQLSecretStorage
 from .sessions import SQLSessionStorage
@@ -84,6 +85,7 @@ class SQLStore(Store):
                         executions=SQLExecutionStorage(conn, d),
                         audit=SQLAuditStorage(conn, d),
                         sessions=SQLSessionStorage(conn, d),
+                        executors=SQLExecutorStorage(conn, d),
                         audit_sinks=self.audit_sinks,
                     )
                     yield tx
@@ -106,6 +108,12 @@ class SQLStore(Store):
             with conn.begin():
                 self.dialect.lock_for_migration(conn)
                 upgrade(conn)
+
+    def connections(self) -> tuple[int, int]:
+        pool = self.engine.pool
+        if isinstance(pool, sa.pool.QueuePool):
+            return pool.checkedout(), pool.checkedin()
+        return 0, 0
 
     def ping(self) -> None:
         try:

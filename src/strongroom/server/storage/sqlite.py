@@ -68,6 +68,9 @@ class SQLiteDialect(Dialect):
     def lock_for_migration(self, conn: Connection) -> None:
         """Nothing more: the write transaction's BEGIN IMMEDIATE serialises migrations."""
 
+    def serialize(self, conn: Connection, key: int) -> None:
+        """Nothing more: BEGIN IMMEDIATE already holds the whole database."""
+
     def bulk_insert(self, conn: Connection, columns: Sequence[sa.Column[Any]], rows: Rows) -> None:
         raw = conn.connection.driver_connection
         assert raw is not None

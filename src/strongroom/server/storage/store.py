@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .apikeys import ApiKeyStorage
 from .audit import AuditSink, AuditStorage
 from .executions import ExecutionStorage
+from .executors import ExecutorStorage
 from .keyring import KeyringStorage
 from .secrets import SecretStorage
 from .sessions import SessionStorage
@@ -33,6 +34,7 @@ class Transaction:
     executions: ExecutionStorage
     audit: AuditStorage
     sessions: SessionStorage
+    executors: ExecutorStorage
     # Where the audit events recorded in this transaction are copied once it commits (the
     # store's audit_sinks): trail.record hands each to after_commit.
     audit_sinks: tuple[AuditSink, ...] = ()
@@ -81,6 +83,10 @@ class Store(ABC):
     def system_database_url(self) -> str:
         """Where the durable execution engine (DBOS) keeps its own state beside this store:
         a file next to SQLite's, or this PostgreSQL database (under its own schema)."""
+
+    @abstractmethod
+    def connections(self) -> tuple[int, int]:
+        """This store's pooled connections: ``(in use, idle)``, for the metrics."""
 
     @abstractmethod
     def ping(self) -> None:

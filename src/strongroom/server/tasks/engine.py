@@ -52,6 +52,8 @@ from typing import Any, Final
 from dbos import DBOS, DBOSConfig, DBOSPortableJSONSerializer, SetEnqueueOptions, SetWorkflowID
 
 from ..housekeeping import purge_ended, start_due_rotations
+from ..logs import route_to_root
+from .executors import Pending, stranded
 from .runner import GONE, Runner
 from .status import SUCCEEDED
 
@@ -64,12 +66,12 @@ LEGACY_QUEUE: Final = "strongroom_executions"  # unpartitioned, before per-tenan
 # in a process of the same application version. The workflow replays strongroom's own
 # tables, so a change of the code around it does not need a new version.
 ENGINE_VERSION: Final = "strongroom-engine-1"
-POLLING_INTERVAL: Final = 0.1  # seconds between a worker's looks at the queue
 DBOS_SCHEMA: Final = "dbos"
 
 _ENDED: Final = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 
 _runner: Runner | None = None
+_gone_seconds: float = 600.0  # STRONGROOM_EXECUTOR_GONE_SECONDS of this process's engine
 _lock = threading.Lock()
 
 
@@ -95,7 +97,10 @@ def finish(execution_id: str) -> str:
     return _the_runner().finish(execution_id)
 
 
-@DBOS.workflow(name="strongroom.execution")
+EXECUTION_WORKFLOW: Final = "strongroom.execution"
+
+
+@DBOS.workflow(name=EXECUTION_WORKFLOW)
 def execution_workflow(execution_id: str) -> str:
     """Run an execution's steps in order; stop at the first that does not succeed."""
     for index in range(begin(execution_id)):
@@ -123,6 +128,36 @@ def purge_ended_windows() -> int:
     return purge_ended(_the_runner().store, dt.datetime.now(dt.UTC))
 
 
+@DBOS.step(name="strongroom.fail_stranded", retries_allowed=True, max_attempts=5)
+def fail_stranded() -> int:
+    """Fail the executions pending under an executor gone for good (see
+    :mod:`.executors`): their workflows are cancelled, so the executor's return, if it
+    comes, does not resume them."""
+    pending = [
+        Pending(status.workflow_id, status.executor_id or "", _from_epoch_ms(status.updated_at))
+        for status in DBOS.list_workflows(
+            status="PENDING",
+            name=EXECUTION_WORKFLOW,
+            load_input=False,
+            load_output=False,
+        )
+    ]
+    runner = _the_runner()
+    found = stranded(runner.store, pending, _gone_seconds)
+    for workflow, reason in found:
+        DBOS.cancel_workflow(workflow.workflow_id)
+        runner.abandon(workflow.workflow_id, reason)
+        log.warning(
+            "failed an execution whose executor is gone",
+            extra={"execution_id": workflow.workflow_id, "executor_id": workflow.executor_id},
+        )
+    return len(found)
+
+
+def _from_epoch_ms(value: int | None) -> dt.datetime:
+    return dt.datetime.fromtimestamp((value or 0) / 1000, dt.UTC)
+
+
 @DBOS.workflow(name="strongroom.housekeeping")
 def housekeeping_workflow(scheduled_at: Any, context: Any) -> None:
     """One tick of the scheduler: DBOS runs it once per tick (its workflow id is the
@@ -131,6 +166,7 @@ def housekeeping_workflow(scheduled_at: Any, context: Any) -> None:
         with SetWorkflowID(execution_id), SetEnqueueOptions(queue_partition_key=tenant_id):
             DBOS.enqueue_workflow(QUEUE, execution_workflow, execution_id)
     purge_ended_windows()
+    fail_stranded()
 
 
 def housekeeping_cron(seconds: float) -> str:
@@ -148,7 +184,7 @@ def housekeeping_cron(seconds: float) -> str:
 
 
 # -- configuration --------------------------------------------------------------------------
-def dbos_config(system_database_url: str, executor_id: str) -> DBOSConfig:
+def dbos_config(system_database_url: str, executor_id: str, pool_size: int = 10) -> DBOSConfig:
     return {
         "name": APP_NAME,
         "system_database_url": system_database_url,
@@ -158,15 +194,20 @@ def dbos_config(system_database_url: str, executor_id: str) -> DBOSConfig:
         # JSON only: a checkpoint is data, never code to unpickle.
         "serializer": DBOSPortableJSONSerializer(),
         "enable_otlp": False,
-        "sys_db_pool_size": 10,
+        "sys_db_pool_size": pool_size,
+        # How often DBOS flushes the notifications it coalesces (PostgreSQL), 10 ms by
+        # default: a hundred wake-ups a second in an idle process. The workflows here wait
+        # on no DBOS event, message or stream, so nothing reads them sooner.
+        "notification_coalesce_sec": 1.0,
     }
 
 
 def _route_dbos_logs() -> None:
-    """DBOS's logger prints through its own handler; send it to ours (JSON, redacted)."""
+    """DBOS's logger prints through its own handler; send it to ours (JSON, redacted).
+    ``configure_logging`` did so before DBOS was constructed (whose first line would
+    otherwise be plain text); this also covers a process that did not call it."""
     dbos_logger = logging.getLogger("dbos")
-    dbos_logger.handlers[:] = []
-    dbos_logger.propagate = True
+    route_to_root(dbos_logger)
     if dbos_logger.level == logging.NOTSET or dbos_logger.level < logging.WARNING:
         dbos_logger.setLevel(logging.WARNING)
 
@@ -174,42 +215,40 @@ def _route_dbos_logs() -> None:
 class DurableEngine:
     """The DBOS engine of this process: started once, stopped at shutdown."""
 
-    def __init__(self, runner: Runner, executor_id: str, scheduler_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        executor_id: str,
+        scheduler_seconds: float = 60.0,
+        gone_seconds: float = 600.0,
+        pool_size: int = 10,
+        poll_seconds: float = 1.0,
+    ) -> None:
         self.runner = runner
+        self.pool_size = pool_size
+        self.poll_seconds = poll_seconds
         self.executor_id = executor_id
         self.scheduler_seconds = scheduler_seconds
+        self.gone_seconds = gone_seconds
         self._created = False
 
     def start(self) -> None:
         """Launch DBOS (recovering this executor's pending workflows), listen to the queue,
         and enqueue every execution still queued or running that DBOS does not know."""
-        global _runner
+        global _runner, _gone_seconds
         with _lock:
             if _runner is not None:
                 raise RuntimeError("an execution engine is already running in this process")
             _runner = self.runner
+            _gone_seconds = self.gone_seconds
         try:
             system_database = self.runner.store.system_database_url()
-            DBOS(config=dbos_config(system_database, self.executor_id))
+            DBOS(config=dbos_config(system_database, self.executor_id, self.pool_size))
             self._created = True
             _route_dbos_logs()
             DBOS.launch()
-            limits = self.runner.limits
-            DBOS.register_queue(
-                QUEUE,
-                global_concurrency=limits.concurrency,
-                worker_concurrency=limits.concurrency,
-                partition_concurrency=limits.concurrency_per_tenant,
-                polling_interval_sec=POLLING_INTERVAL,
-                on_conflict="always_update",
-            )
-            DBOS.register_queue(
-                LEGACY_QUEUE,
-                global_concurrency=limits.concurrency,
-                worker_concurrency=limits.concurrency,
-                polling_interval_sec=POLLING_INTERVAL,
-                on_conflict="always_update",
-            )
+            self._register(QUEUE, partition_concurrency=self.runner.limits.concurrency_per_tenant)
+            self._listen_to_legacy_queue()
             # Every process applies the same schedule (a replace, atomic in DBOS); each
             # tick runs once, in whichever process takes it.
             DBOS.apply_schedules(
@@ -226,6 +265,36 @@ class DurableEngine:
             self.stop()
             raise
         log.info("execution engine started", extra={"executor_id": self.executor_id})
+
+    def _listen_to_legacy_queue(self) -> None:
+        """Listen to ``LEGACY_QUEUE`` while executions wait on it; remove it once none do.
+        Nothing is enqueued there any more, and every queue registered in the database is
+        polled by every process: an empty one would cost each idle process a poll per
+        interval for ever."""
+        waiting = DBOS.list_workflows(
+            queue_name=LEGACY_QUEUE,
+            status=["ENQUEUED", "PENDING"],
+            limit=1,
+            load_input=False,
+            load_output=False,
+        )
+        if not waiting:
+            DBOS.delete_queue(LEGACY_QUEUE)
+            return
+        self._register(LEGACY_QUEUE, partition_concurrency=None)
+
+    def _register(self, queue: str, *, partition_concurrency: int | None) -> None:
+        """Create or update ``queue`` in the database with this process's limits (every
+        process registers the same ones)."""
+        limits = self.runner.limits
+        DBOS.register_queue(
+            queue,
+            global_concurrency=limits.concurrency,
+            worker_concurrency=limits.concurrency,
+            partition_concurrency=partition_concurrency,
+            polling_interval_sec=self.poll_seconds,
+            on_conflict="always_update",
+        )
 
     def submit(self, execution_id: str, tenant_id: str) -> None:
         """Enqueue the execution's workflow in its tenant's partition; a second submit of

@@ -36,7 +36,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -335,8 +335,11 @@ class Runner:
         registry: Registry = REGISTRY,
         limits: TaskLimits = DEFAULT_LIMITS,
         max_value_bytes: int = 64 * 1024,
+        observe_step: Callable[[str, float], None] | None = None,
     ) -> None:
         self.store = store
+        # Told each step's outcome and duration (the metrics' step latency).
+        self.observe_step = observe_step
         self.max_value_bytes = max_value_bytes  # what a set_secret step may store
         self.barrier = barrier
         self.keyring = barrier.keyring
@@ -366,6 +369,13 @@ class Runner:
     def run_step(self, execution_id: str, index: int) -> str:
         """Run step ``index`` unless it already succeeded; the execution's status after it
         (``succeeded`` for the step means: go on), or ``gone``."""
+        started = time.perf_counter()
+        status = self._run_step(execution_id, index)
+        if self.observe_step is not None:
+            self.observe_step(status, time.perf_counter() - started)
+        return status
+
+    def _run_step(self, execution_id: str, index: int) -> str:
         with self.store.read() as tx:
             execution = tx.executions.by_id(execution_id)
             records = {r.index: r for r in tx.executions.steps(execution_id)}
